@@ -1,1 +1,1 @@
-"""metrics"""
+"""Metrics computed from request records, after the run."""

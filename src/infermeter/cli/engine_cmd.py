@@ -1,0 +1,33 @@
+"""``infermeter engine``: build the embedded llama-server and make its models ahead of time."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from infermeter.cli.main import engine_app
+
+
+@engine_app.command("build")
+def build() -> None:
+    """Build llama-server from the pinned llama.cpp sources (once; cached)."""
+    from infermeter.engine.build import ensure_llama_server
+
+    err = Console(stderr=True)
+
+    def progress(phase: str, done: int | None, total: int | None) -> None:
+        err.print(f"engine: {phase}" + (f" {done}/{total}" if done is not None and total else ""))
+
+    path = ensure_llama_server(progress)
+    Console().print(f"llama-server: {path}")
+
+
+@engine_app.command("model")
+def model(name: Annotated[str, typer.Argument(help="tiny, 1b or gemma3-270m")] = "tiny") -> None:
+    """Generate (or find) a model for the embedded engine and print its files."""
+    from infermeter.engine.models import ensure_model
+
+    files = ensure_model(name)
+    Console().print(f"{files.model_id}: {files.gguf} (tokenizer: {files.tokenizer_dir})")

@@ -1,0 +1,62 @@
+"""The ``infermeter`` command.
+
+Every user mistake ends as one line on stderr, ``infermeter: error: PROBLEM — FIX``,
+and a documented exit code (docs/cli.md); never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from infermeter.errors import UserError
+
+app = typer.Typer(
+    name="infermeter",
+    help="Benchmark LLM inference servers: launch, drive, measure, sweep, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+engine_app = typer.Typer(help="The embedded engine (llama.cpp's llama-server) and its generated models.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(engine_app, name="engine")
+
+# Command modules register themselves on import.
+from infermeter.cli import engine_cmd, run_cmd  # noqa: E402,F401
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="infermeter", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        print("infermeter: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        hint = "see 'infermeter --help'"
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and ctx.command_path:
+            hint = f"see '{ctx.command_path} --help'"
+        message = exc.format_message().replace("\n", " ")
+        print(f"infermeter: error: {message} — {hint}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as exc:
+        print(f"infermeter: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("infermeter: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Request bodies and response interpretation for each wire protocol.
+
+``build_body`` runs before the load starts (bodies are pre-serialised);
+``interpret`` runs after a response is complete, never while bytes stream in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from infermeter.clients.base import ErrorClass, RawExchange
+from infermeter.clients.sse import OversizedEvent, parse_events
+from infermeter.runner.records import RequestRecord
+from infermeter.workloads.base import Prompt
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    model: str
+    stream: bool = True
+    ignore_eos: bool = False  # ask for exactly output_len tokens (when the backend honours it)
+    temperature: float | None = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+class Protocol:
+    name: str
+    stream_path: str
+
+    def build_body(self, prompt: Prompt, opts: RequestOptions) -> bytes:
+        raise NotImplementedError
+
+    def interpret(self, raw: RawExchange, rec: RequestRecord, opts: RequestOptions) -> None:
+        raise NotImplementedError
+
+
+def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:
+    rec.sent = raw.sent
+    rec.headers = raw.headers
+    rec.end = raw.end
+    rec.status = raw.status
+    if raw.error is not None:
+        rec.error = raw.error.value
+        rec.error_detail = raw.error_detail
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        obj = orjson.loads(body)
+    except ValueError:
+        return body[:300].decode("utf-8", errors="replace").strip()
+    if isinstance(obj, dict):
+        err = obj.get("error", obj.get("detail", obj.get("message", obj)))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return str(err)[:300]
+    return str(obj)[:300]
+
+
+def _fail(rec: RequestRecord, cls: ErrorClass, detail: str) -> None:
+    if rec.error is None:  # the first failure is the cause
+        rec.error = cls.value
+        rec.error_detail = detail[:500]
+
+
+class OpenAIProtocol(Protocol):
+    """``/v1/completions`` (``chat=False``) and ``/v1/chat/completions`` (``chat=True``)."""
+
+    def __init__(self, chat: bool, path: str | None = None) -> None:
+        self.chat = chat
+        self.name = "openai-chat" if chat else "openai"
+        self.stream_path = path or ("/v1/chat/completions" if chat else "/v1/completions")
+
+    def build_body(self, prompt: Prompt, opts: RequestOptions) -> bytes:
+        body: dict[str, Any] = {"model": opts.model}
+        if self.chat:
+            body["messages"] = list(prompt.messages) if prompt.messages else [{"role": "user", "content": prompt.text}]
+        else:
+            body["prompt"] = prompt.text
+        if prompt.output_len is not None:
+            body["max_tokens"] = prompt.output_len
+        if opts.temperature is not None:
+            body["temperature"] = opts.temperature
+        if opts.top_p is not None:
+            body["top_p"] = opts.top_p
+        if opts.top_k is not None:
+            body["top_k"] = opts.top_k
+        if opts.ignore_eos:
+            body["ignore_eos"] = True
+        body["stream"] = opts.stream
+        if opts.stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(opts.extra_body)
+        return orjson.dumps(body)
+
+    def interpret(self, raw: RawExchange, rec: RequestRecord, opts: RequestOptions) -> None:
+        _fill_transport(raw, rec)
+        if raw.status is not None and raw.status >= 400:
+            rec.error_detail = _error_message(raw.body)
+            return
+        if raw.status is None:
+            return
+        if not opts.stream:
+            self._interpret_whole(raw, rec)
+            return
+        try:
+            events = parse_events(raw.times, raw.chunks)
+        except OversizedEvent as exc:
+            _fail(rec, ErrorClass.OVERSIZED, str(exc))
+            return
+        parts: list[str] = []
+        done = False
+        usage_seen = False
+        text_key = "text"
+        for ev in events:
+            data = ev.data
+            if data is None:
+                continue  # comments, keep-alives, named pings
+            if data == "[DONE]":
+                done = True
+                continue
+            try:
+                obj = orjson.loads(data)
+            except ValueError:
+                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {data[:120]!r}")
+                continue
+            if not isinstance(obj, dict):
+                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {data[:120]!r}")
+                continue
+            if "error" in obj:
+                _fail(rec, ErrorClass.SERVER_ERROR, _error_message(data.encode()))
+                continue
+            choices = obj.get("choices")
+            if choices:
+                choice = choices[0]
+                if self.chat:
+                    delta = choice.get("delta") or {}
+                    text = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+                else:
+                    text = choice.get(text_key)
+                if text:
+                    rec.token_times.append(ev.time)
+                    parts.append(text)
+                reason = choice.get("finish_reason")
+                if reason:
+                    rec.finish_reason = reason
+            usage = obj.get("usage")
+            if usage:
+                usage_seen = True
+                rec.output_tokens_server = usage.get("completion_tokens")
+                rec.prompt_tokens_server = usage.get("prompt_tokens")
+        rec.output_events = len(rec.token_times)
+        rec.first_token = rec.token_times[0] if rec.token_times else None
+        rec.generated_text = "".join(parts)
+        if not usage_seen:
+            rec.anomalies.append("no usage chunk")
+        if rec.error is None and not done:
+            if rec.finish_reason:
+                rec.anomalies.append("stream ended without [DONE]")
+            else:
+                _fail(rec, ErrorClass.INCOMPLETE, "the stream ended without [DONE] or a finish_reason")
+        rec.ok = rec.error is None
+
+    def _interpret_whole(self, raw: RawExchange, rec: RequestRecord) -> None:
+        try:
+            obj = orjson.loads(raw.body)
+            choice = obj["choices"][0]
+            text = choice["message"].get("content") if self.chat else choice.get("text")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            _fail(rec, ErrorClass.MALFORMED, f"response is not a completion: {raw.body[:120]!r}")
+            return
+        if rec.error is not None:
+            return
+        rec.generated_text = text or ""
+        rec.finish_reason = choice.get("finish_reason")
+        usage = obj.get("usage") or {}
+        rec.output_tokens_server = usage.get("completion_tokens")
+        rec.prompt_tokens_server = usage.get("prompt_tokens")
+        rec.first_token = raw.end  # a whole response: the first token is seen with the last
+        rec.token_times = [raw.end] if raw.end is not None else []
+        rec.output_events = 1
+        rec.ok = True
+
+
+class TGIProtocol(Protocol):
+    """TGI's native ``/generate_stream`` (and ``/generate`` without streaming)."""
+
+    name = "tgi"
+
+    def __init__(self, path: str = "/generate_stream") -> None:
+        self.stream_path = path
+
+    def build_body(self, prompt: Prompt, opts: RequestOptions) -> bytes:
+        params: dict[str, Any] = {"details": True, "decoder_input_details": False}
+        if prompt.output_len is not None:
+            params["max_new_tokens"] = prompt.output_len
+        if opts.temperature:
+            params["do_sample"] = True
+            params["temperature"] = opts.temperature
+        else:
+            params["do_sample"] = False
+        if opts.top_p is not None:
+            params["top_p"] = opts.top_p
+        if opts.top_k is not None:
+            params["top_k"] = opts.top_k
+        params.update(opts.extra_body)
+        return orjson.dumps({"inputs": prompt.text, "parameters": params, "stream": opts.stream})
+
+    def interpret(self, raw: RawExchange, rec: RequestRecord, opts: RequestOptions) -> None:
+        _fill_transport(raw, rec)
+        if raw.status is not None and raw.status >= 400:
+            rec.error_detail = _error_message(raw.body)
+            if "overloaded" in (rec.error_detail or "").lower():
+                rec.error = ErrorClass.OVERLOADED.value
+            return
+        if raw.status is None:
+            return
+        if not opts.stream:
+            try:
+                obj = orjson.loads(raw.body)
+                if isinstance(obj, list):
+                    obj = obj[0]
+                rec.generated_text = obj["generated_text"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                _fail(rec, ErrorClass.MALFORMED, f"response is not a TGI generation: {raw.body[:120]!r}")
+                return
+            details = obj.get("details") or {}
+            rec.output_tokens_server = details.get("generated_tokens")
+            rec.finish_reason = details.get("finish_reason")
+            rec.first_token = raw.end
+            rec.token_times = [raw.end] if raw.end is not None else []
+            rec.output_events = 1
+            rec.ok = rec.error is None
+            return
+        try:
+            events = parse_events(raw.times, raw.chunks)
+        except OversizedEvent as exc:
+            _fail(rec, ErrorClass.OVERSIZED, str(exc))
+            return
+        parts: list[str] = []
+        final = False
+        for ev in events:
+            if ev.data is None:
+                continue
+            try:
+                obj = orjson.loads(ev.data)
+            except ValueError:
+                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {ev.data[:120]!r}")
+                continue
+            if not isinstance(obj, dict):
+                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {ev.data[:120]!r}")
+                continue
+            if "error" in obj:
+                cls = ErrorClass.OVERLOADED if obj.get("error_type") == "overloaded" else ErrorClass.SERVER_ERROR
+                _fail(rec, cls, f"{obj.get('error_type', 'error')}: {obj.get('error')}")
+                continue
+            token = obj.get("token")
+            if token is not None:
+                rec.token_times.append(ev.time)
+                if not token.get("special"):
+                    parts.append(token.get("text") or "")
+            if obj.get("generated_text") is not None:
+                final = True
+                details = obj.get("details") or {}
+                if details:
+                    rec.output_tokens_server = details.get("generated_tokens")
+                    rec.finish_reason = details.get("finish_reason")
+        rec.output_events = len(rec.token_times)
+        rec.first_token = rec.token_times[0] if rec.token_times else None
+        rec.generated_text = "".join(parts)
+        if rec.error is None and not final:
+            _fail(rec, ErrorClass.INCOMPLETE, "the stream ended before the final event with generated_text")
+        rec.ok = rec.error is None
+
+
+def make_protocol(kind: str, endpoint: str) -> Protocol:
+    if kind == "tgi":
+        return TGIProtocol(endpoint)
+    return OpenAIProtocol(chat=(kind == "openai-chat"), path=endpoint)

@@ -1,0 +1,176 @@
+"""Benchmark metrics from request records, with vLLM's definitions and key names.
+
+* TTFT: first content-carrying event minus send time.
+* ITL: gaps between consecutive content-carrying events (chunks), as vLLM.
+* TPOT: (E2EL - TTFT) / (output tokens - 1), for requests with > 1 token.
+* E2EL: last byte minus send time.
+* Throughputs divide by the measured window: first send to last end.
+* Output tokens: the server's ``usage`` count; the client tokenizer's count
+  where the server gave none.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from infermeter.errors import UserError
+from infermeter.metrics.stats import describe, min_samples_for, pct_label
+from infermeter.runner.records import RequestRecord
+
+METRICS = ("ttft", "tpot", "itl", "e2el")
+DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True)
+class GoodputSLO:
+    """Per-request limits in milliseconds; a request is 'good' when it meets all."""
+
+    limits_ms: dict[str, float]
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> "GoodputSLO":
+        limits: dict[str, float] = {}
+        for item in items:
+            for part in item.replace(",", " ").split():
+                name, sep, value = part.partition(":")
+                if not sep:
+                    raise UserError(f"--goodput {part!r} is not NAME:MS",
+                                    "write e.g. --goodput ttft:500 tpot:50 (milliseconds)")
+                if name not in ("ttft", "tpot", "e2el"):
+                    raise UserError(f"--goodput metric {name!r} is not supported",
+                                    "use ttft, tpot or e2el")
+                try:
+                    limit = float(value)
+                except ValueError:
+                    raise UserError(f"--goodput {part!r}: {value!r} is not a number",
+                                    "give milliseconds, e.g. ttft:500") from None
+                if not limit > 0:
+                    raise UserError(f"--goodput {part!r} must be positive", "give milliseconds > 0")
+                limits[name] = limit
+        return cls(limits)
+
+    def met(self, rec: RequestRecord) -> bool:
+        for name, limit in self.limits_ms.items():
+            value = getattr(rec, name)
+            if value is None:
+                if name == "tpot":  # a one-token answer has no TPOT; vLLM counts it as met
+                    continue
+                return False
+            if value * 1e3 > limit:
+                return False
+        return True
+
+
+def parse_percentiles(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UserError(f"--metric-percentiles {text!r} is not a list of numbers",
+                        "write e.g. --metric-percentiles 50,90,99") from None
+    if not values or any(not 0 < v < 100 for v in values):
+        raise UserError(f"--metric-percentiles {text!r} must be numbers between 0 and 100",
+                        "write e.g. --metric-percentiles 50,90,99")
+    return values
+
+
+def parse_metric_names(text: str) -> list[str]:
+    names = [x for x in text.replace(" ", "").split(",") if x]
+    bad = [x for x in names if x not in METRICS]
+    if bad or not names:
+        raise UserError(f"--percentile-metrics {text!r} names unknown metrics {bad}",
+                        f"choose from {','.join(METRICS)}")
+    return names
+
+
+def compute(
+    records: Sequence[RequestRecord],
+    duration: float,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    goodput: GoodputSLO | None = None,
+) -> dict:
+    """Every aggregate of one run, keyed as vLLM keys them (plus extras)."""
+    ok = [r for r in records if r.ok]
+    failed = [r for r in records if not r.ok]
+    dur = duration if duration > 0 else float("nan")
+    out_lens = [r.output_tokens for r in ok]
+    in_lens = [r.input_len for r in ok]
+    total_in = int(sum(in_lens))
+    total_out = int(sum(out_lens))
+    samples = {
+        "ttft": [r.ttft for r in ok if r.ttft is not None],
+        "tpot": [r.tpot for r in ok if r.tpot is not None],
+        "itl": [g for r in ok for g in r.itls],
+        "e2el": [r.e2el for r in ok if r.e2el is not None],
+    }
+    m: dict = {
+        "completed": len(ok),
+        "failed": len(failed),
+        "duration": duration,
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": len(ok) / dur if ok else 0.0,
+        "output_throughput": total_out / dur if ok else 0.0,
+        "total_token_throughput": (total_in + total_out) / dur if ok else 0.0,
+    }
+    if goodput is not None:
+        good = sum(1 for r in ok if goodput.met(r))
+        m["request_goodput"] = good / dur if ok else 0.0
+        m["goodput_fraction"] = good / len(ok) if ok else 0.0
+    counts: dict[str, int] = {}
+    for name in METRICS:
+        d = describe(samples[name], percentiles)
+        counts[name] = d["count"]
+        m[f"mean_{name}_ms"] = d["mean"]
+        m[f"median_{name}_ms"] = d["median"]
+        m[f"std_{name}_ms"] = d["std"]
+        for p in percentiles:
+            m[f"p{pct_label(p)}_{name}_ms"] = d[f"p{pct_label(p)}"]
+    m["sample_counts"] = counts
+    m["unsupported_percentiles"] = {
+        name: [pct_label(p) for p in percentiles if 0 < counts[name] < min_samples_for(p)]
+        for name in METRICS
+    }
+    m["errors_by_class"] = dict(Counter(r.error for r in failed if r.error))
+    m["output_len_stats"] = _length_stats(out_lens)
+    m["work"] = equal_work(ok)
+    return m
+
+
+def _length_stats(values: Sequence[int]) -> dict:
+    if not values:
+        return {"min": 0, "mean": 0.0, "max": 0}
+    arr = np.asarray(values)
+    return {"min": int(arr.min()), "mean": float(arr.mean()), "max": int(arr.max())}
+
+
+def equal_work(ok: Sequence[RequestRecord]) -> dict:
+    """Did each request produce the tokens asked for? (server usage first)"""
+    asked = [r for r in ok if r.requested_output_len is not None]
+    short = [r for r in asked if r.output_tokens < r.requested_output_len]  # type: ignore[operator]
+    long_ = [r for r in asked if r.output_tokens > r.requested_output_len]  # type: ignore[operator]
+    requested = sum(r.requested_output_len for r in asked)  # type: ignore[misc]
+    produced = sum(r.output_tokens for r in asked)
+    exact = not short and not long_
+    warning = None
+    if asked and not exact:
+        warning = (f"{len(short) + len(long_)} of {len(asked)} requests did not produce the output length "
+                   f"asked for ({produced} tokens produced, {requested} asked): throughput and latency "
+                   f"are not comparable with runs that did equal work")
+    sources = Counter(
+        "server" if r.output_tokens_server is not None else
+        ("tokenizer" if r.output_tokens_client is not None else "events") for r in ok
+    )
+    return {
+        "requests_checked": len(asked),
+        "requested_output_tokens": requested,
+        "produced_output_tokens": produced,
+        "shorter_than_asked": len(short),
+        "longer_than_asked": len(long_),
+        "exact": exact,
+        "count_source": dict(sources),
+        "warning": warning,
+    }

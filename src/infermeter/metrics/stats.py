@@ -1,0 +1,45 @@
+"""Small statistics helpers with the conventions of vLLM's serving benchmark.
+
+Percentiles use numpy's default (linear interpolation); ``std`` is the
+population standard deviation; an empty sample gives 0 (as vLLM reports it)
+and its count, 0, says so.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def pct_label(p: float) -> str:
+    """``99`` -> ``"99"``, ``99.9`` -> ``"99.9"`` (vLLM's key spelling)."""
+    return str(int(p)) if float(p).is_integer() else str(p)
+
+
+def describe(values_s: Sequence[float], percentiles: Iterable[float]) -> dict[str, float]:
+    """mean/median/std/percentiles in milliseconds of a sample given in seconds."""
+    arr = np.asarray(values_s, dtype=float) * 1e3
+    out: dict[str, float] = {"count": int(arr.size)}
+    if arr.size == 0:
+        out.update(mean=0.0, median=0.0, std=0.0, min=0.0, max=0.0)
+        for p in percentiles:
+            out[f"p{pct_label(p)}"] = 0.0
+        return out
+    out.update(mean=float(arr.mean()), median=float(np.median(arr)), std=float(arr.std()),
+               min=float(arr.min()), max=float(arr.max()))
+    for p, v in zip(percentiles, np.percentile(arr, list(percentiles))):
+        out[f"p{pct_label(p)}"] = float(v)
+    return out
+
+
+def min_samples_for(p: float) -> int:
+    """Fewest samples for which the p-th percentile is not simply the maximum.
+
+    With n samples the p-th percentile is an observed value below the maximum
+    only when n * (1 - p/100) >= 1; fewer samples cannot support it.
+    """
+    tail = 1.0 - p / 100.0
+    if tail <= 0:
+        return 1 << 62
+    return int(np.ceil(1.0 / tail - 1e-9))

@@ -1,0 +1,67 @@
+"""The embedded default target: a llama-server built and started by infermeter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+
+class EmbeddedEngine:
+    """Builds (once), generates the model (once), starts and stops llama-server."""
+
+    def __init__(self, model: str = "tiny", *, parallel: int = 8, ctx_size: int | None = None,
+                 progress: Callable[[str, int | None, int | None], None] | None = None,
+                 log: Callable[[str], None] = lambda m: None) -> None:
+        self.model_name = model
+        self.parallel = parallel
+        self.ctx_size = ctx_size
+        self.progress = progress
+        self.log = log
+        self._server: Any = None
+        self._files: Any = None
+
+    def __enter__(self) -> "EmbeddedEngine":
+        from infermeter.engine.build import ensure_llama_server
+        from infermeter.engine.models import ensure_model
+        from infermeter.engine.server import EmbeddedServer
+
+        binary = ensure_llama_server(self.progress)
+        self._files = ensure_model(self.model_name, progress=self.progress)
+        self.log(f"starting embedded llama-server with {self._files.model_id} ({self.parallel} slots)")
+        self._server = EmbeddedServer(binary=binary, model=self._files, parallel=self.parallel,
+                                      ctx_size=self.ctx_size)
+        self._server.start()
+        self.log(f"embedded llama-server ready at {self._server.base_url}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    @property
+    def base_url(self) -> str:
+        return self._server.base_url
+
+    @property
+    def model_id(self) -> str:
+        return self._files.model_id
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self._files.tokenizer_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self._server.log_path
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "llama.cpp llama-server",
+            "version": getattr(self._server, "version", None),
+            "model": self._files.model_id,
+            "gguf": str(self._files.gguf),
+            "n_params": getattr(self._files, "n_params", None),
+            "parallel": self.parallel,
+            "command": [str(a) for a in self._server.command],
+            "log": str(self._server.log_path),
+        }

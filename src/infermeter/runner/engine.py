@@ -1,0 +1,290 @@
+"""The load generator: sends prompts on a plan and records what came back.
+
+It knows nothing of the server beyond a transport (bytes over HTTP) and a
+protocol (bodies out, records in), the same line MLPerf LoadGen draws
+between the load generator and the system under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from infermeter.clients.base import ErrorClass, RawExchange
+from infermeter.clients.http import HttpTransport
+from infermeter.clients.protocols import Protocol, RequestOptions
+from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
+from infermeter.runner.monitor import ClientStats, LoopMonitor
+from infermeter.runner.records import RequestRecord
+from infermeter.workloads.base import Prompt
+
+
+@dataclass
+class StopPolicy:
+    max_errors: int | None = None  # stop after this many failed requests
+    max_error_rate: float | None = None  # stop when failed/finished exceeds this (after min_requests)
+    min_requests: int = 20
+
+    def should_stop(self, finished: int, failed: int) -> str | None:
+        if self.max_errors is not None and failed > self.max_errors:
+            return f"{failed} failed requests exceed --max-errors {self.max_errors}"
+        if (self.max_error_rate is not None and finished >= self.min_requests
+                and failed / finished > self.max_error_rate):
+            return (f"error rate {failed / finished:.1%} exceeds --max-error-rate "
+                    f"{self.max_error_rate:.1%} after {finished} requests")
+        return None
+
+
+@dataclass
+class Counters:
+    """Live numbers for the progress display (read, never written, by it)."""
+
+    total: int = 0
+    sent: int = 0
+    finished: int = 0
+    failed: int = 0
+    output_tokens: int = 0
+    phase: str = "idle"
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.finished
+
+
+@dataclass
+class RunOutcome:
+    records: list[RequestRecord]  # measured requests only, in index order
+    warmup_records: list[RequestRecord]
+    start_epoch: float  # wall-clock time of the measured window's origin
+    duration: float  # first send to last end, seconds
+    client: ClientStats
+    stopped_early: str | None  # why the run stopped before sending everything
+
+
+RecordSink = Callable[[RequestRecord], None]
+
+
+class LoadRunner:
+    def __init__(
+        self,
+        transport: HttpTransport,
+        protocol: Protocol,
+        options: RequestOptions,
+        plan: LoadPlan,
+        prompts: Sequence[Prompt],
+        warmup_prompts: Sequence[Prompt] = (),
+        *,
+        seed: int = 0,
+        sink: RecordSink | None = None,
+        stop_policy: StopPolicy | None = None,
+        counters: Counters | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        if len(prompts) != plan.num_requests:
+            raise ValueError("one prompt per planned request")
+        self.transport = transport
+        self.protocol = protocol
+        self.options = options
+        self.plan = plan
+        self.prompts = list(prompts)
+        self.warmup_prompts = list(warmup_prompts)
+        self.seed = seed
+        self.sink = sink
+        self.stop_policy = stop_policy or StopPolicy()
+        self.counters = counters or Counters()
+        self.count_tokens = count_tokens  # used only when the server reports no usage
+        # Bodies are serialised before the clock starts.
+        self._bodies = [protocol.build_body(p, options) for p in self.prompts]
+        self._warmup_bodies = [protocol.build_body(p, options) for p in self.warmup_prompts]
+        self._stop = asyncio.Event()
+        self._stop_reason: str | None = None
+        self._origin = 0.0
+
+    # -- one request ---------------------------------------------------------
+    async def _request(self, rec: RequestRecord, body: bytes, slot: asyncio.Semaphore | None) -> RequestRecord:
+        raw = RawExchange()
+        rec.queued = time.perf_counter()
+        try:
+            if slot is not None:
+                async with slot:
+                    if self._stop.is_set():
+                        raise asyncio.CancelledError
+                    self.counters.sent += 1
+                    await self.transport.post(self.protocol.stream_path, body, raw)
+            else:
+                self.counters.sent += 1
+                await self.transport.post(self.protocol.stream_path, body, raw)
+        except asyncio.CancelledError:
+            if raw.error is None:
+                raw.error = ErrorClass.CANCELLED
+                raw.error_detail = self._stop_reason or "the run was stopped"
+            if raw.end is None:
+                raw.end = time.perf_counter()
+        self._finish(rec, raw)
+        return rec
+
+    def _finish(self, rec: RequestRecord, raw: RawExchange) -> None:
+        # Off the byte path: the response is complete, parse it now.
+        try:
+            self.protocol.interpret(raw, rec, self.options)
+        except Exception as exc:  # a parser bug must not lose the record
+            rec.error = ErrorClass.CLIENT.value
+            rec.error_detail = f"{type(exc).__name__}: {exc}"
+            rec.ok = False
+        if rec.ok and rec.output_tokens_server is None and self.count_tokens and rec.generated_text:
+            rec.output_tokens_client = self.count_tokens(rec.generated_text)
+        rec.shift(self._origin)
+        c = self.counters
+        c.finished += 1
+        if rec.ok:
+            c.output_tokens += rec.output_tokens
+        else:
+            c.failed += 1
+        if self.sink is not None:
+            self.sink(rec)
+        if not rec.warmup and not self._stop.is_set() and rec.error != ErrorClass.CANCELLED.value:
+            reason = self.stop_policy.should_stop(c.finished, c.failed)
+            if reason:
+                self._stop_reason = reason
+                self._stop.set()
+
+    # -- phases --------------------------------------------------------------
+    async def _warmup(self) -> list[RequestRecord]:
+        if not self._warmup_bodies:
+            return []
+        self.counters.phase = "warm-up"
+        width = min(len(self._warmup_bodies), self.plan.max_concurrency or len(self._warmup_bodies))
+        slot = asyncio.Semaphore(width)
+        self._origin = time.perf_counter()
+        recs = [
+            RequestRecord(index=-1 - i, warmup=True, scheduled=0.0, input_len=p.input_len,
+                          requested_output_len=p.output_len)
+            for i, p in enumerate(self.warmup_prompts)
+        ]
+        await asyncio.gather(*(self._request(r, b, slot) for r, b in zip(recs, self._warmup_bodies)))
+        return recs
+
+    def _new_record(self, i: int, scheduled: float) -> RequestRecord:
+        p = self.prompts[i]
+        return RequestRecord(index=i, warmup=False, scheduled=scheduled, input_len=p.input_len,
+                             requested_output_len=p.output_len)
+
+    async def _measured(self) -> list[RequestRecord]:
+        plan = self.plan
+        n = plan.num_requests
+        records: list[RequestRecord | None] = [None] * n
+        self.counters.phase = "measuring"
+        self.counters.total = n
+        self.counters.sent = self.counters.finished = self.counters.failed = self.counters.output_tokens = 0
+        if plan.mode is LoadMode.CONCURRENCY:
+            await self._closed_loop(records)
+        else:
+            await self._open_loop(records)
+        return [r for r in records if r is not None]
+
+    async def _closed_loop(self, records: list) -> None:
+        assert self.plan.max_concurrency
+        n = self.plan.num_requests
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while not self._stop.is_set():
+                i = next_index
+                if i >= n:
+                    return
+                next_index += 1
+                # Closed loop: a request is due the moment a slot frees.
+                rec = self._new_record(i, time.perf_counter())
+                records[i] = rec
+                await self._request(rec, self._bodies[i], None)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(self.plan.max_concurrency, n))]
+        await self._wait_or_stop(workers)
+
+    async def _open_loop(self, records: list) -> None:
+        plan = self.plan
+        offsets = arrival_offsets(plan, self.seed)
+        slot = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
+        clock = time.perf_counter
+        origin = self._origin
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task] = []
+        i = 0
+        n = plan.num_requests
+        while i < n and not self._stop.is_set():
+            now = clock() - origin
+            # Send everything that is due: one wake-up may cover several arrivals.
+            while i < n and offsets[i] <= now:
+                rec = self._new_record(i, origin + float(offsets[i]))
+                records[i] = rec
+                tasks.append(loop.create_task(self._request(rec, self._bodies[i], slot)))
+                i += 1
+            if i < n:
+                delay = offsets[i] - (clock() - origin)
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                    except asyncio.TimeoutError:
+                        pass
+                else:
+                    await asyncio.sleep(0)
+        await self._wait_or_stop(tasks)
+
+    async def _wait_or_stop(self, tasks: list) -> None:
+        if not tasks:
+            return
+        stopper = asyncio.ensure_future(self._stop.wait())
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                pending.discard(stopper)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                return
+            pending.discard(stopper)
+        stopper.cancel()
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    async def run(self) -> RunOutcome:
+        warm = await self._warmup()
+        monitor = LoopMonitor()
+        gc.collect()
+        gc.freeze()  # objects made so far are never scanned again during the window
+        monitor.start()
+        self._origin = time.perf_counter()
+        start_epoch = time.time()
+        try:
+            records = await self._measured()
+        finally:
+            client = await monitor.stop()
+            gc.unfreeze()
+        records.sort(key=lambda r: r.index)
+        duration = _duration(records)
+        lags = [r.dispatch_lag for r in records if r.dispatch_lag is not None]
+        if lags and self.plan.mode is LoadMode.RATE:
+            arr = np.asarray(lags) * 1e3
+            client.dispatch_lag_p99_ms = float(np.percentile(arr, 99))
+            client.dispatch_lag_max_ms = float(arr.max())
+        return RunOutcome(records=records, warmup_records=warm, start_epoch=start_epoch,
+                          duration=duration, client=client, stopped_early=self._stop_reason)
+
+
+def _duration(records: Sequence[RequestRecord]) -> float:
+    sent = [r.sent for r in records if r.sent is not None]
+    ends = [r.end for r in records if r.end is not None]
+    if not sent or not ends:
+        return 0.0
+    return max(max(ends) - min(sent), 1e-9) if not math.isinf(max(ends)) else 0.0

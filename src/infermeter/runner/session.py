@@ -1,0 +1,276 @@
+"""One benchmark run, start to finish: target, tokenizer, prompts, load, results.
+
+The CLI and experiment sweeps both call ``execute_run``; it owns the order of
+things (validate everything, then start servers, then load) and the promise
+that a failure mid-run loses no completed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from infermeter.clients.backends import get_backend, protocol_for
+from infermeter.clients.http import HttpTransport
+from infermeter.clients.protocols import RequestOptions, make_protocol
+from infermeter.errors import UserError
+from infermeter.load.schedule import LoadMode, make_plan
+from infermeter.metrics.compute import GoodputSLO, compute, parse_metric_names, parse_percentiles
+from infermeter.runner.engine import Counters, LoadRunner, StopPolicy
+from infermeter.runner.monitor import judge_client
+from infermeter.runner.spec import RunSpec
+from infermeter.runner.target import probe_target
+from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
+from infermeter.storage.files import RecordWriter, write_json_atomic
+from infermeter.storage.result import build_result
+from infermeter.workloads import make_prompts
+from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
+
+WARMUP_SEED_OFFSET = 1_000_003  # warm-up prompts never equal measured ones
+
+
+@dataclass
+class RunReport:
+    result: dict[str, Any]
+    result_path: Path
+    records_path: Path
+    server_log: Path | None = None
+
+
+ProgressFactory = Callable[[Counters], contextlib.AbstractAsyncContextManager]
+
+
+def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
+                progress: ProgressFactory | None = None,
+                engine_progress: Callable[[str, int | None, int | None], None] | None = None,
+                log: Callable[[str], None] = lambda msg: None) -> RunReport:
+    backend = get_backend(spec.backend)
+    endpoint = spec.endpoint or backend.default_endpoint
+    kind = protocol_for(endpoint)
+    if backend.name == "openai-chat" and kind == "openai":
+        kind = "openai-chat"
+    plan = make_plan(spec.num_prompts, spec.request_rate, spec.max_concurrency, spec.burstiness,
+                     spec.arrival, spec.warmup_requests)
+    percentiles = parse_percentiles(spec.metric_percentiles)
+    metric_names = parse_metric_names(spec.percentile_metrics)
+    goodput = GoodputSLO.parse(spec.goodput) if spec.goodput else None
+    _check_spec(spec)
+
+    with _target(spec, log, engine_progress) as (base_url, engine):
+        if engine is not None:
+            backend = get_backend("llama.cpp")
+        headers = dict(spec.headers)
+        key = api_key_from(spec.api_key_env, spec.api_key_file)
+        if key:
+            headers.setdefault("Authorization", f"Bearer {key}")
+        requested_model = spec.served_model_name or spec.model or (engine.model_id if engine else None)
+        info = asyncio.run(probe_target(base_url, backend, kind, requested_model, headers))
+        model = requested_model or (info.served_models[0] if info.served_models else None)
+        if model is None:
+            raise UserError(f"{redact_url(base_url)} lists no model and --model was not given",
+                            "pass --model NAME")
+        tokenizer_id = spec.tokenizer or (str(engine.tokenizer_dir) if engine else (spec.model or model))
+        log(f"tokenizer: {tokenizer_id}")
+        tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=spec.trust_remote_code)
+        chat = kind == "openai-chat"
+        wspec = spec_from_run(spec)
+        prompts = make_prompts(wspec, tokenizer, spec.num_prompts, spec.seed, chat)
+        warm = (make_prompts(wspec, tokenizer, spec.warmup_requests, spec.seed + WARMUP_SEED_OFFSET, chat)
+                if spec.warmup_requests else [])
+        _check_context(prompts, info.max_model_len)
+
+        options = RequestOptions(model=model, stream=spec.stream,
+                                 ignore_eos=spec.ignore_eos and backend.ignore_eos and kind != "tgi",
+                                 temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
+                                 extra_body=dict(spec.extra_body))
+        protocol = make_protocol(kind, endpoint)
+        result_dir = Path(spec.result_dir)
+        stem = _result_stem(spec, backend.name, model)
+        result_path = result_dir / (spec.result_filename or f"{stem}.json")
+        records_path = result_path.with_name(result_path.stem + ".records.jsonl")
+        if records_path.exists():
+            records_path.unlink()  # a fresh run owns its records file
+        counters = Counters()
+        writer = RecordWriter(records_path, keep_text=spec.save_generated_text)
+        try:
+            outcome = asyncio.run(_drive(
+                spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
+                progress, tokenizer))
+        finally:
+            writer.close()
+        server_log = engine.log_path if engine else None
+        target = {
+            "base_url": redact_url(base_url),
+            "endpoint": endpoint,
+            "protocol": kind,
+            "backend": backend.name,
+            "embedded_engine": engine.describe() if engine else None,
+            "served_models": info.served_models,
+            "max_model_len": info.max_model_len,
+            "server_version": info.server_version,
+            "server_info": info.server_info,
+            "headers": redact_headers(spec.headers),
+            "fixed_output_length": backend.fixed_length_method(kind) if spec.ignore_eos else "not requested",
+        }
+
+    metrics = compute(outcome.records, outcome.duration, percentiles, goodput)
+    if goodput is not None:
+        metrics["goodput"] = {"slo_ms": goodput.limits_ms, "fraction_met": metrics.get("goodput_fraction")}
+    judge_client(outcome.client, metrics["mean_ttft_ms"] if metrics["completed"] else None,
+                 metrics["mean_itl_ms"] if metrics["sample_counts"]["itl"] else None)
+    warnings = _warnings(spec, plan, metrics, outcome, backend, kind)
+    metrics["work"]["token_count_crosscheck"] = _crosscheck(outcome.records, tokenizer)
+    result = build_result(
+        outcome=outcome, metrics=metrics, plan=plan, backend=backend.name, model_id=model,
+        tokenizer_id=tokenizer_id, target=target,
+        workload={"dataset_name": spec.dataset_name, "spec": wspec.model_dump(mode="json"),
+                  "seed": spec.seed, "chat": chat},
+        percentiles=percentiles, percentile_metrics=metric_names, warnings=warnings,
+        records_file=records_path.name, metadata=spec.metadata, command=redact_argv(argv or []),
+    )
+    write_json_atomic(result_path, result)
+    return RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
+
+
+async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
+                 progress, tokenizer: Tokenizer):
+    try:
+        import uvloop  # noqa: F401  (installed on Linux; the loop policy is set by the caller)
+    except ImportError:
+        pass
+    width = plan.max_concurrency or plan.num_requests
+    transport = HttpTransport(base_url, headers=headers, max_connections=min(max(width, 1), 65536),
+                              request_timeout=spec.request_timeout, stall_timeout=spec.stall_timeout)
+    async with transport:
+        runner = LoadRunner(transport, protocol, options, plan, prompts, warm, seed=spec.seed,
+                            sink=writer, counters=counters,
+                            stop_policy=StopPolicy(spec.max_errors, spec.max_error_rate),
+                            count_tokens=lambda text: len(tokenizer.encode(text)))
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted (Ctrl-C)")
+            loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
+        try:
+            if progress is not None:
+                async with progress(counters):
+                    return await runner.run()
+            return await runner.run()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+                loop.remove_signal_handler(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
+    if not spec.uses_embedded_engine():
+        if spec.base_url:
+            base = spec.base_url.rstrip("/")
+            if not base.startswith(("http://", "https://")):
+                raise UserError(f"--base-url {spec.base_url!r} has no scheme", "write it as http://HOST:PORT")
+        else:
+            base = f"http://{spec.host or '127.0.0.1'}:{spec.port or 8000}"
+        yield base, None
+        return
+    from infermeter.runner.embedded import EmbeddedEngine
+
+    engine = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel,
+                            ctx_size=spec.engine_ctx_size, progress=engine_progress, log=log)
+    with engine:
+        yield engine.base_url, engine
+
+
+def spec_from_run(spec: RunSpec):
+    """The workload spec named by the run's dataset flags."""
+    from infermeter import workloads as w
+
+    name = spec.dataset_name
+    if name == "sonnet":
+        return w.SonnetSpec(input_len=spec.sonnet_input_len, output_len=spec.sonnet_output_len,
+                            prefix_len=spec.sonnet_prefix_len)
+    if name == "random":
+        return w.RandomSpec(input_len=spec.random_input_len, output_len=spec.random_output_len,
+                            range_ratio=spec.random_range_ratio, prefix_len=spec.random_prefix_len)
+    if name in ("sharegpt", "jsonl", "custom"):
+        if not spec.dataset_path:
+            raise UserError(f"--dataset-name {name} needs --dataset-path", "give the path of the dataset file")
+        if name == "sharegpt":
+            return w.ShareGPTSpec(path=spec.dataset_path, output_len=spec.sharegpt_output_len)
+        return w.JsonlSpec(path=spec.dataset_path, output_len=spec.sharegpt_output_len)
+    raise UserError(f"--dataset-name {name!r} is not known", "use sonnet, random, sharegpt or jsonl")
+
+
+def _check_spec(spec: RunSpec) -> None:
+    if spec.request_timeout is not None and spec.request_timeout <= 0:
+        raise UserError(f"--request-timeout {spec.request_timeout:g} must be positive", "give seconds > 0")
+    if spec.stall_timeout is not None and spec.stall_timeout <= 0:
+        raise UserError(f"--stall-timeout {spec.stall_timeout:g} must be positive", "give seconds > 0")
+    if spec.max_error_rate is not None and not 0 <= spec.max_error_rate <= 1:
+        raise UserError(f"--max-error-rate {spec.max_error_rate:g} must be between 0 and 1",
+                        "give a fraction, e.g. 0.05")
+    if spec.max_errors is not None and spec.max_errors < 0:
+        raise UserError(f"--max-errors {spec.max_errors} is negative", "give 0 or more")
+
+
+def _check_context(prompts, max_model_len: int | None) -> None:
+    if not max_model_len:
+        return
+    for p in prompts:
+        need = p.input_len + (p.output_len or 0)
+        if need > max_model_len:
+            raise UserError(
+                f"a prompt of {p.input_len} tokens plus {p.output_len or 0} output tokens exceeds the "
+                f"server's context of {max_model_len} tokens",
+                "use shorter prompts/outputs, or start the server with a longer context")
+
+
+def _result_stem(spec: RunSpec, backend: str, model: str) -> str:
+    rate = "inf" if math.isinf(spec.request_rate) else f"{spec.request_rate:g}"
+    conc = f"-concurrency{spec.max_concurrency}" if spec.max_concurrency else ""
+    safe_model = model.replace("/", "_").replace(":", "_")
+    return f"{backend}-{rate}qps{conc}-{safe_model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _warnings(spec, plan, metrics, outcome, backend, kind) -> list[str]:
+    out: list[str] = []
+    work = metrics["work"]
+    if work.get("warning"):
+        out.append("UNEQUAL WORK: " + work["warning"])
+    if spec.ignore_eos and (kind == "tgi" or not backend.ignore_eos):
+        out.append(f"--ignore-eos: {backend.fixed_length_method(kind)}")
+    if not spec.ignore_eos and work["requests_checked"]:
+        out.append("output length not fixed (no --ignore-eos): servers may stop at EOS, so runs against "
+                   "different servers may not do equal work")
+    if metrics["failed"]:
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(metrics["errors_by_class"].items()))
+        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed ({classes})")
+    if outcome.stopped_early:
+        out.append(f"stopped early: {outcome.stopped_early}")
+    for name, ps in metrics["unsupported_percentiles"].items():
+        if ps:
+            out.append(f"{name}: p{', p'.join(ps)} rest on too few samples ({metrics['sample_counts'][name]}) "
+                       f"to differ from the maximum")
+    if outcome.client.client_bound:
+        out.append("CLIENT-BOUND: " + "; ".join(outcome.client.reasons))
+    if plan.mode is LoadMode.RATE and outcome.client.dispatch_lag_p99_ms and outcome.client.dispatch_lag_p99_ms > 1.0:
+        out.append(f"sends ran late: p99 dispatch lag {outcome.client.dispatch_lag_p99_ms:.2f} ms")
+    return out
+
+
+def _crosscheck(records, tokenizer: Tokenizer, limit: int = 64) -> dict:
+    pairs = [(r.output_tokens_server, r.generated_text) for r in records
+             if r.ok and r.output_tokens_server is not None and r.generated_text]
+    pairs = pairs[:limit]
+    if not pairs:
+        return {"checked": 0}
+    diffs = [len(tokenizer.encode(text)) - n for n, text in pairs]
+    return {"checked": len(pairs), "equal": sum(1 for d in diffs if d == 0),
+            "mean_difference": sum(diffs) / len(diffs),
+            "note": "client tokenizer count of the generated text minus the server's usage count; "
+                    "re-encoding text can merge tokens differently, so small differences are expected"}

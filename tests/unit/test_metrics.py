@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+
+from infermeter.errors import UserError
+from infermeter.metrics.compute import GoodputSLO, compute, parse_percentiles
+from infermeter.metrics.stats import min_samples_for
+from infermeter.runner.records import RequestRecord
+
+
+def rec(i, sent, tokens, end, out=None, asked=None, ok=True, error=None):
+    r = RequestRecord(index=i, warmup=False, scheduled=sent, input_len=10, requested_output_len=asked,
+                      queued=sent, sent=sent, first_token=tokens[0] if tokens else None, end=end,
+                      token_times=list(tokens), ok=ok, error=error,
+                      output_tokens_server=out if out is not None else len(tokens))
+    return r
+
+
+def test_metrics_match_hand_computed_values():
+    # two requests, sent at 0.0 and 1.0
+    a = rec(0, 0.0, [0.5, 0.6, 0.8], 0.8)       # ttft .5, itl .1,.2, e2el .8, tpot (.8-.5)/2 = .15
+    b = rec(1, 1.0, [1.2, 1.5], 1.6, out=3)     # ttft .2, itl .3, e2el .6, tpot (.6-.2)/2 = .2
+    m = compute([a, b], duration=1.6, percentiles=[50, 99])
+    assert m["completed"] == 2 and m["failed"] == 0
+    assert m["total_output_tokens"] == 6 and m["total_input_tokens"] == 20
+    assert m["request_throughput"] == pytest.approx(2 / 1.6)
+    assert m["output_throughput"] == pytest.approx(6 / 1.6)
+    assert m["total_token_throughput"] == pytest.approx(26 / 1.6)
+    assert m["mean_ttft_ms"] == pytest.approx(350.0)
+    assert m["median_ttft_ms"] == pytest.approx(350.0)
+    assert m["std_ttft_ms"] == pytest.approx(150.0)
+    assert m["mean_itl_ms"] == pytest.approx(200.0)  # (.1 + .2 + .3) / 3
+    assert m["p50_itl_ms"] == pytest.approx(200.0)
+    assert m["p99_itl_ms"] == pytest.approx(np.percentile([100, 200, 300], 99))
+    assert m["mean_tpot_ms"] == pytest.approx(175.0)
+    assert m["mean_e2el_ms"] == pytest.approx(700.0)
+    assert m["sample_counts"] == {"ttft": 2, "tpot": 2, "itl": 3, "e2el": 2}
+
+
+def test_failures_are_counted_by_class_and_left_out_of_latencies():
+    good = rec(0, 0.0, [0.1, 0.2], 0.2)
+    bad = rec(1, 0.0, [5.0], 9.0, ok=False, error="reset")
+    bad2 = rec(2, 0.0, [], 1.0, ok=False, error="http_5xx")
+    m = compute([good, bad, bad2], duration=1.0)
+    assert m["completed"] == 1 and m["failed"] == 2
+    assert m["errors_by_class"] == {"reset": 1, "http_5xx": 1}
+    assert m["mean_ttft_ms"] == pytest.approx(100.0)
+
+
+def test_goodput_counts_requests_meeting_every_slo():
+    fast = rec(0, 0.0, [0.1, 0.15], 0.15)   # ttft 100ms, tpot 50ms
+    slow = rec(1, 0.0, [0.6, 0.65], 0.65)   # ttft 600ms
+    slo = GoodputSLO.parse(["ttft:500", "tpot:60"])
+    m = compute([fast, slow], duration=2.0, goodput=slo)
+    assert m["request_goodput"] == pytest.approx(0.5)
+    assert m["goodput_fraction"] == pytest.approx(0.5)
+
+
+def test_unequal_work_is_detected_with_server_counts():
+    a = rec(0, 0.0, [0.1] * 3, 0.2, out=256, asked=256)
+    b = rec(1, 0.0, [0.1] * 3, 0.2, out=57, asked=256)
+    m = compute([a, b], duration=1.0)
+    w = m["work"]
+    assert w["exact"] is False and w["shorter_than_asked"] == 1
+    assert "1 of 2 requests" in w["warning"]
+    assert m["output_len_stats"] == {"min": 57, "mean": pytest.approx(156.5), "max": 256}
+    assert compute([a], duration=1.0)["work"]["exact"] is True
+
+
+def test_percentiles_that_the_sample_cannot_support_are_labelled():
+    recs = [rec(i, 0.0, [0.1, 0.2], 0.2) for i in range(2)]
+    m = compute(recs, duration=1.0, percentiles=[50, 99])
+    assert "99" in m["unsupported_percentiles"]["ttft"]
+    assert "50" not in m["unsupported_percentiles"]["ttft"]
+    assert min_samples_for(99) == 100 and min_samples_for(50) == 2 and min_samples_for(99.9) == 1000
+
+
+def test_empty_run_reports_zeros_not_nan():
+    m = compute([], duration=0.0)
+    assert m["completed"] == 0 and m["mean_ttft_ms"] == 0.0 and not math.isnan(m["request_throughput"])
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0,50", "50,100", "99,x"])
+def test_bad_percentiles(text):
+    with pytest.raises(UserError):
+        parse_percentiles(text)
+
+
+@pytest.mark.parametrize("items", [["ttft"], ["foo:5"], ["ttft:-1"], ["ttft:abc"]])
+def test_bad_goodput(items):
+    with pytest.raises(UserError):
+        GoodputSLO.parse(items)

@@ -1,0 +1,67 @@
+from hypothesis import given, settings, strategies as st
+
+from infermeter.clients.sse import MAX_EVENT_BYTES, OversizedEvent, events_from_bytes, parse_events
+
+import pytest
+
+
+def test_events_split_across_reads_are_timed_by_the_completing_read():
+    ev = parse_events([1.0, 2.0, 3.0], [b'data: {"a"', b': 1}\n', b'\ndata: [DONE]\n\n'])
+    assert [(e.time, e.data) for e in ev] == [(3.0, '{"a": 1}'), (3.0, "[DONE]")]
+
+
+def test_several_events_in_one_read():
+    ev = parse_events([5.0], [b"data: a\n\ndata: b\n\ndata: c\n\n"])
+    assert [e.data for e in ev] == ["a", "b", "c"]
+    assert all(e.time == 5.0 for e in ev)
+
+
+def test_crlf_and_cr_line_endings_including_crlf_split_across_reads():
+    ev = parse_events([1, 2, 3], [b"data: x\r", b"\n\r\ndata: y\r\r", b"data: z\r\n\r\n"])
+    assert [(e.time, e.data) for e in ev] == [(2, "x"), (2, "y"), (3, "z")]
+
+
+def test_comments_named_events_and_multiline_data():
+    ev = events_from_bytes(b": keep-alive\n\nevent: ping\n\ndata: one\ndata:two\n\n")
+    # a comment-only block is an event without data (a keep-alive)
+    assert [(e.event, e.data) for e in ev] == [(None, None), ("ping", None), (None, "one\ntwo")]
+
+
+def test_unterminated_tail_is_reported_as_such():
+    ev = events_from_bytes(b"data: a\n\ndata: partial")
+    assert ev[-1].data == "partial" and ev[-1].terminated is False
+    assert ev[0].terminated is True
+
+
+def test_oversized_event_raises():
+    with pytest.raises(OversizedEvent):
+        events_from_bytes(b"data: " + b"x" * (MAX_EVENT_BYTES + 10) + b"\n\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+                        min_size=1, max_size=40), min_size=1, max_size=12),
+       st.sampled_from([b"\n", b"\r\n", b"\r"]), st.data())
+def test_any_split_of_a_stream_gives_the_same_events(payloads, eol, data):
+    stream = b"".join(b"data: " + p.encode() + eol + eol for p in payloads)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(stream)), max_size=8))))
+    pieces, last = [], 0
+    for c in cuts + [len(stream)]:
+        pieces.append(stream[last:c])
+        last = c
+    ev = parse_events(list(range(len(pieces))), pieces)
+    # a leading space after "data:" is part of the field syntax, not the value
+    expected = [p[1:] if p.startswith(" ") else p for p in payloads]
+    assert [e.data for e in ev] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=6))
+def test_parser_never_crashes_on_arbitrary_bytes(blob, cuts):
+    cuts = sorted(c for c in set(cuts) if c <= len(blob))
+    pieces, last = [], 0
+    for c in cuts + [len(blob)]:
+        pieces.append(blob[last:c])
+        last = c
+    for e in parse_events([0.0] * len(pieces), pieces):
+        assert e.data is None or isinstance(e.data, str)
