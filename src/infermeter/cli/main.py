@@ -6,10 +6,11 @@ and a documented exit code (docs/cli.md); never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
-import click
 import typer
+from typer._click import exceptions as click_exc  # typer vendors click
 
 from infermeter.errors import UserError
 
@@ -36,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=args, prog_name="infermeter", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("infermeter: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
+    except click_exc.NoArgsIsHelpError as exc:
+        print(exc.format_message())
+        return 0
+    except click_exc.ClickException as exc:
         hint = "see 'infermeter --help'"
         ctx = getattr(exc, "ctx", None)
         if ctx is not None and ctx.command_path:
@@ -52,9 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"infermeter: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into e.g. head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("infermeter: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so in one line, traceback on request
+        if os.environ.get("INFERMETER_DEBUG"):
+            raise
+        print(f"infermeter: internal error: {type(exc).__name__}: {exc} — this is a bug; rerun with "
+              f"INFERMETER_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return 1
     return 0
 
 

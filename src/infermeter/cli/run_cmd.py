@@ -145,6 +145,24 @@ def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
         print_summary(console, report.result, str(report.result_path), str(report.records_path))
     if report.server_log:
         console.print(f"Server log: {report.server_log}")
+    code = exit_code_for(report.result)
+    if code:
+        raise typer.Exit(code)
+
+
+EXIT_OK = 0
+EXIT_REQUEST_ERRORS = 5  # the run finished; some requests failed
+EXIT_STOPPED = 6  # a stop rule (--max-errors, --max-error-rate) ended the run early
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: completed requests and a partial result are saved
+
+
+def exit_code_for(result: dict) -> int:
+    stopped = result["infermeter"].get("stopped_early")
+    if stopped:
+        return EXIT_INTERRUPTED if stopped.startswith(("interrupted", "terminated")) else EXIT_STOPPED
+    if result.get("failed"):
+        return EXIT_REQUEST_ERRORS
+    return EXIT_OK
 
 
 def use_uvloop() -> None:
