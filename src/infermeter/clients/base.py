@@ -36,6 +36,7 @@ class RawExchange:
     error: ErrorClass | None = None
     error_detail: str | None = None
     retry_after: str | None = None
+    retries: int = 0  # resent after a stale keep-alive connection failed before any response byte
 
     @property
     def body(self) -> bytes:

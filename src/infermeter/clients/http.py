@@ -15,6 +15,7 @@ import aiohttp
 
 from infermeter.clients.base import ErrorClass, RawExchange, http_error_class
 
+STALE_LIMIT = 3  # stale keep-alive failures before every request gets its own connection
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
 
 
@@ -38,32 +39,61 @@ class HttpTransport:
             total=request_timeout, sock_read=stall_timeout, sock_connect=connect_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # one new connection per request
+        self.stale_failures = 0
+        self.notes: list[str] = []
 
     async def __aenter__(self) -> "HttpTransport":
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=self._max_connections,
             ttl_dns_cache=3600, keepalive_timeout=300,
         )
-        self._session = aiohttp.ClientSession(
+        self._session = self._new_session(connector)
+        self._fresh = self._new_session(aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=self._max_connections, force_close=True))
+        return self
+
+    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._headers,
             auto_decompress=False, read_bufsize=1 << 16, trust_env=False,
         )
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh = None
 
     async def post(self, path: str, body: bytes, raw: RawExchange) -> RawExchange:
         """POST ``body`` and record the response into ``raw`` (which the caller owns)."""
         assert self._session is not None, "use 'async with HttpTransport(...)'"
+        session = self._session
+        if self.stale_failures >= STALE_LIMIT:
+            session = self._fresh
+        if await self._attempt(session, path, body, raw) and session is self._session:
+            # The server had closed the pooled keep-alive connection before
+            # this request reached it (llama-server does so after every
+            # streamed response, without a Connection: close header).  No
+            # response byte came back, so send it again on a new connection.
+            self.stale_failures += 1
+            if self.stale_failures == STALE_LIMIT:
+                self.notes.append("the server closes kept-alive connections after a response; "
+                                  "infermeter opened one connection per request from then on")
+            raw.retries += 1
+            raw.error = raw.error_detail = None
+            await self._attempt(self._fresh, path, body, raw)
+        return raw
+
+    async def _attempt(self, session, path: str, body: bytes, raw: RawExchange) -> bool:
+        """One try; True when it failed on a stale connection before any response byte."""
+        assert session is not None
         clock = time.perf_counter
         times = raw.times
         chunks = raw.chunks
         raw.sent = clock()
         try:
-            async with self._session.post(self.base_url + path, data=body) as resp:
+            async with session.post(self.base_url + path, data=body) as resp:
                 raw.headers = clock()
                 raw.status = resp.status
                 if resp.status >= 400:
@@ -93,11 +123,12 @@ class HttpTransport:
             raw.end = clock()
             raw.error = ErrorClass.RESET
             raw.error_detail = f"{type(exc).__name__}: {exc}"
+            return raw.headers is None and not chunks and not isinstance(exc, aiohttp.ClientPayloadError)
         except aiohttp.ClientError as exc:
             raw.end = clock()
             raw.error = ErrorClass.RESET if raw.headers is not None else ErrorClass.CONNECT
             raw.error_detail = f"{type(exc).__name__}: {exc}"
-        return raw
+        return False
 
     async def get_json(self, path: str, timeout: float = 10.0) -> tuple[int, object | None]:
         """A small GET for preflight checks; returns (status, parsed JSON or None)."""

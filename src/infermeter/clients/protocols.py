@@ -44,6 +44,8 @@ def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:
     rec.headers = raw.headers
     rec.end = raw.end
     rec.status = raw.status
+    if raw.retries:
+        rec.anomalies.append("resent on a fresh connection: the server had closed the kept-alive one")
     if raw.error is not None:
         rec.error = raw.error.value
         rec.error_detail = raw.error_detail

@@ -66,6 +66,7 @@ class RunOutcome:
     duration: float  # first send to last end, seconds
     client: ClientStats
     stopped_early: str | None  # why the run stopped before sending everything
+    transport_notes: list[str] = field(default_factory=list)
 
 
 RecordSink = Callable[[RequestRecord], None]

@@ -117,6 +117,7 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
             "server_info": info.server_info,
             "headers": redact_headers(spec.headers),
             "fixed_output_length": backend.fixed_length_method(kind) if spec.ignore_eos else "not requested",
+            "connection_notes": outcome.transport_notes,
         }
 
     metrics = compute(outcome.records, outcome.duration, percentiles, goodput)
@@ -159,8 +160,11 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
         try:
             if progress is not None:
                 async with progress(counters):
-                    return await runner.run()
-            return await runner.run()
+                    outcome = await runner.run()
+            else:
+                outcome = await runner.run()
+            outcome.transport_notes = list(transport.notes)
+            return outcome
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
