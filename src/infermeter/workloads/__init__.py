@@ -1,1 +1,71 @@
-"""workloads"""
+"""Workloads: deterministic prompts with exact token accounting in the target tokenizer.
+
+``make_prompts(spec, tokenizer, num_prompts, seed, chat)`` builds the prompts
+for one of the datasets (``sonnet``, ``random``, ``sharegpt``, ``jsonl``; see
+each module's docstring for its semantics and how it relates to
+``vllm bench serve``).  The result is a list of :class:`Prompt` (a
+:class:`PromptList`, whose ``notes`` hold one-line remarks such as "the
+tokenizer has no chat template").  The same arguments always give the same
+prompts, and the first n prompts do not depend on ``num_prompts``.
+
+``chat=True`` builds for ``/v1/chat/completions``: ``Prompt.messages`` holds
+the turns and ``input_len`` counts the chat-formatted prompt.  ``chat=False``
+builds ``/v1/completions`` text.  Token counts never include special tokens
+a server adds by itself (a BOS in front of a completions prompt).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infermeter.errors import UserError
+from infermeter.workloads import jsonl, random_tokens, sharegpt, sonnet
+from infermeter.workloads._common import PromptList
+from infermeter.workloads.base import Prompt
+from infermeter.workloads.specs import (
+    JsonlSpec,
+    RandomSpec,
+    ShareGPTSpec,
+    SonnetSpec,
+    WorkloadSpec,
+    flag,
+    parse_spec,
+)
+from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = [
+    "JsonlSpec",
+    "Prompt",
+    "PromptList",
+    "RandomSpec",
+    "ShareGPTSpec",
+    "SonnetSpec",
+    "Tokenizer",
+    "WorkloadSpec",
+    "flag",
+    "load_tokenizer",
+    "make_prompts",
+    "parse_spec",
+]
+
+_BUILDERS: dict[type, Any] = {
+    SonnetSpec: sonnet.build,
+    RandomSpec: random_tokens.build,
+    ShareGPTSpec: sharegpt.build,
+    JsonlSpec: jsonl.build,
+}
+
+
+def make_prompts(spec: SonnetSpec | RandomSpec | ShareGPTSpec | JsonlSpec | dict[str, Any],
+                 tokenizer: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
+    """Build ``num_prompts`` prompts of workload ``spec`` (a spec model, or a mapping for :func:`parse_spec`)."""
+    if isinstance(spec, dict):
+        spec = parse_spec(spec)
+    if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
+        raise UserError(f"--num-prompts {num_prompts} must be a whole number >= 1", "pass --num-prompts 1 or more")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed {seed} must be a whole number >= 0", "pass --seed 0 or another non-negative integer")
+    builder = _BUILDERS.get(type(spec))
+    if builder is None:
+        raise TypeError(f"not a workload spec: {spec!r}")
+    return builder(spec, tokenizer, num_prompts, seed, chat)

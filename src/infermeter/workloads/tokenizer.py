@@ -9,6 +9,7 @@ installed.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,26 +50,39 @@ class FastTokenizer:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._encode_many(texts)]
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of ``texts`` (as ``encode_batch``, without building the id lists)."""
+        return [len(e) for e in self._encode_many(texts)]
+
+    def _encode_many(self, texts: Sequence[str]) -> list[Any]:
+        # encode_batch_fast skips the character offsets: same ids, about half the time.
+        batch = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch
+        return batch(list(texts), add_special_tokens=False)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def decode_batch(self, seqs: Sequence[Sequence[int]]) -> list[str]:
+        return list(self._tok.decode_batch([list(s) for s in seqs], skip_special_tokens=True))
+
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the added tokens (special or not): never part of random text."""
+        return frozenset(int(i) for i in self._tok.get_added_tokens_decoder())
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str | None:
         if not self.chat_template:
             return None
         try:
             import jinja2
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
         except ImportError as exc:  # pragma: no cover - jinja2 ships with most installs
             raise UserError(
                 "the tokenizer has a chat template but jinja2 is not installed",
                 "pip install 'infermeter[hf]'",
             ) from exc
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = _raise_template_error
         try:
-            template = env.from_string(self.chat_template)
+            template = _compile_template(self.chat_template)
             return template.render(messages=list(messages), add_generation_prompt=True, **self.special)
         except jinja2.TemplateError as exc:
             raise UserError(f"the chat template of tokenizer {self.name!r} failed: {exc}",
@@ -77,6 +91,16 @@ class FastTokenizer:
 
 def _raise_template_error(message: str) -> None:
     raise ValueError(message)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile_template(source: str) -> Any:
+    """Compile a chat template once: compiling costs milliseconds, rendering microseconds."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_template_error
+    return env.from_string(source)
 
 
 @dataclass
@@ -96,8 +120,22 @@ class HFTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
+    def count_batch(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode_batch(texts)]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
+
+    def decode_batch(self, seqs: Sequence[Sequence[int]]) -> list[str]:
+        return list(self._tok.batch_decode([list(s) for s in seqs], skip_special_tokens=True))
+
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the special and added tokens: never part of random text."""
+        ids = set(getattr(self._tok, "all_special_ids", ()) or ())
+        added = getattr(self._tok, "get_added_vocab", None)
+        if callable(added):
+            ids.update(added().values())
+        return frozenset(int(i) for i in ids)
 
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str | None:
         if not getattr(self._tok, "chat_template", None):
