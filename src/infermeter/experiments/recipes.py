@@ -1,0 +1,101 @@
+"""Built-in experiments: ordinary spec files shipped in ``infermeter/experiments/recipes/``.
+
+``infermeter recipes`` lists them, ``infermeter recipes show NAME`` prints one (copy,
+edit, run with ``infermeter sweep FILE``), ``infermeter sweep --recipe NAME`` runs one,
+optionally against the user's servers (``--target NAME=URL``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from infermeter.clients.backends import ALIASES, BACKENDS
+from infermeter.errors import UserError
+from infermeter.experiments.spec import NAME_RE, ExperimentSpec, parse_yaml, spec_from_data
+
+_PACKAGE = "infermeter.experiments"
+_FOLDER = "recipes"
+TARGET_KEYS = ("backend", "model", "tokenizer", "endpoint", "served_model_name", "api_key_env")
+
+
+def _files():
+    return resources.files(_PACKAGE).joinpath(_FOLDER)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _files().iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_text(name: str) -> str:
+    names = recipe_names()
+    if name not in names:
+        raise UserError(f"no recipe named {name!r}", f"use one of: {', '.join(names)} (see 'infermeter recipes')")
+    return _files().joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, description) of every built-in recipe."""
+    out = []
+    for name in recipe_names():
+        data = parse_yaml(recipe_text(name), f"recipe {name}")
+        out.append((name, str(data.get("description", "")) if isinstance(data, dict) else ""))
+    return out
+
+
+def recipe_data(name: str) -> dict[str, Any]:
+    data = parse_yaml(recipe_text(name), f"recipe {name}")
+    assert isinstance(data, dict)
+    return data
+
+
+def load_recipe(name: str, *, targets: list[str] | None = None, model: str | None = None,
+                tokenizer: str | None = None, output_dir: str | None = None) -> ExperimentSpec:
+    data = recipe_data(name)
+    apply_overrides(data, targets=targets, model=model, tokenizer=tokenizer, output_dir=output_dir)
+    return spec_from_data(data, f"recipe {name}")
+
+
+def apply_overrides(data: dict[str, Any], *, targets: list[str] | None = None, model: str | None = None,
+                    tokenizer: str | None = None, output_dir: str | None = None) -> None:
+    """``--target`` replaces the spec's targets; ``--model``/``--tokenizer`` fill URL targets that name none."""
+    if targets:
+        data["targets"] = dict(parse_target(t) for t in targets)
+    if model or tokenizer:
+        for t in (data.get("targets") or {}).values():
+            if isinstance(t, dict) and "url" in t:
+                if model and not t.get("model"):
+                    t["model"] = model
+                if tokenizer and not t.get("tokenizer"):
+                    t["tokenizer"] = tokenizer
+    if output_dir:
+        data["output_dir"] = output_dir
+
+
+def parse_target(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=URL[,backend=B][,model=M][,tokenizer=T][,endpoint=E]`` -> (name, target mapping).
+
+    Without ``backend=``, a NAME that is a backend (vllm, tgi, sglang, ...) is the backend; else vllm.
+    """
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not rest.strip():
+        raise UserError(f"--target {text!r} is not NAME=URL", "write e.g. --target vllm=http://127.0.0.1:8000")
+    if not NAME_RE.match(name):
+        raise UserError(f"--target name {name!r} is not a plain name", "use letters, digits, '-' and '_'")
+    url, *extras = [p.strip() for p in rest.split(",")]
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--target {name}={url!r} has no http:// or https:// scheme",
+                        f"write it as --target {name}=http://HOST:PORT")
+    target: dict[str, Any] = {"url": url}
+    for extra in extras:
+        key, sep, value = extra.partition("=")
+        key = key.strip()
+        if not sep or key not in TARGET_KEYS:
+            raise UserError(f"--target {name}: {extra!r} is not one of {', '.join(k + '=...' for k in TARGET_KEYS)}",
+                            f"write e.g. --target {name}=http://HOST:PORT,backend=tgi")
+        target[key] = value.strip()
+    if "backend" not in target:
+        key = ALIASES.get(name.lower(), name.lower())
+        target["backend"] = key if key in BACKENDS else "vllm"
+    return name, target

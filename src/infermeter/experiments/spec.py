@@ -1,0 +1,503 @@
+"""The experiment spec: one YAML file that names targets, workloads, a load grid,
+repeats, stop rules and common run options.
+
+Every model forbids unknown keys, so a typo is an error, and every error is one
+line naming the key path (``targets.vllm.ur``) and, where YAML knows it, the line.
+Nothing runs before the whole spec (and every cell's ``RunSpec``) is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infermeter.errors import UserError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DATASETS = ("random", "sonnet", "sharegpt", "jsonl")
+# Workload fields by the dataset they belong to (RunSpec's names).
+DATASET_FIELDS = {
+    "sonnet": ("sonnet_input_len", "sonnet_output_len", "sonnet_prefix_len"),
+    "random": ("random_input_len", "random_output_len", "random_range_ratio", "random_prefix_len"),
+    "sharegpt": ("dataset_path", "sharegpt_output_len"),
+    "jsonl": ("dataset_path", "sharegpt_output_len"),
+}
+DEFAULT_PROMPTS_PER_SLOT = 10
+SPEC_DOC = "see docs/experiments.md"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Throughput(_Strict):
+    """Nominal throughput of a target, used only to estimate durations (``--dry-run``, ETA)."""
+
+    input_tok_s: float = Field(gt=0, lt=math.inf)
+    output_tok_s: float = Field(gt=0, lt=math.inf)
+
+
+class EmbeddedConfig(_Strict):
+    """infermeter's embedded llama-server: started once per target, stopped after its cells."""
+
+    model: str = "tiny"
+    parallel: int = Field(default=8, ge=1, le=4096)
+    ctx_size: int | None = Field(default=None, ge=1)
+
+
+class TargetSpec(_Strict):
+    """A server under test: ``url`` (a running server) or ``embedded`` (infermeter starts one).
+
+    ``launch`` is reserved for server profiles (a later version starts vLLM/TGI/...
+    itself); it is accepted as an opaque mapping and refused when the sweep runs.
+    """
+
+    url: str | None = None
+    embedded: EmbeddedConfig | None = None
+    launch: dict[str, Any] | None = None
+    backend: str | None = None  # None: vllm for url targets, llama.cpp for embedded ones
+    endpoint: str | None = None
+    model: str | None = None
+    served_model_name: str | None = None
+    tokenizer: str | None = None
+    trust_remote_code: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_file: str | None = None
+    estimate: Throughput | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r} is not an http:// or https:// URL with a host — write it as http://HOST:PORT")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TargetSpec":
+        kinds = [k for k in ("url", "embedded", "launch") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of url, embedded or launch"
+                             + (f" (got {', '.join(kinds)})" if kinds else "")
+                             + " — e.g. url: http://127.0.0.1:8000, or embedded: {model: tiny}")
+        if self.embedded is not None:
+            if self.backend not in (None, "llama.cpp"):
+                raise ValueError(f"backend {self.backend!r} does not apply to an embedded target"
+                                 " — leave it out (the embedded engine is llama.cpp)")
+            for key in ("model", "served_model_name", "tokenizer"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} does not apply to an embedded target"
+                                     " — choose the engine's model with embedded.model")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "url" if self.url is not None else "embedded" if self.embedded is not None else "launch"
+
+    @property
+    def backend_name(self) -> str:
+        if self.embedded is not None:
+            return "llama.cpp"
+        return self.backend or "vllm"
+
+
+class LoadGrid(_Strict):
+    """The load points each workload runs at, in this order: bursts, concurrencies, rates."""
+
+    burst: list[int] = Field(default_factory=list)
+    concurrency: list[int] = Field(default_factory=list)
+    concurrency_num_prompts: int | None = Field(default=None, ge=1)
+    concurrency_prompts_per_slot: int | None = Field(default=None, ge=1)
+    rate: list[float] = Field(default_factory=list)
+    rate_num_prompts: int | None = Field(default=None, ge=1)
+    rate_duration_s: float | None = Field(default=None, gt=0, lt=math.inf)
+    rate_max_concurrency: int | None = Field(default=None, ge=1)
+    burstiness: float = Field(default=1.0, gt=0)
+    arrival: Literal["poisson", "gamma", "constant"] | None = None
+
+    @field_validator("burst", "concurrency")
+    @classmethod
+    def _positive_ints(cls, values: list[int]) -> list[int]:
+        for v in values:
+            if v < 1:
+                raise ValueError(f"{v} is not a positive whole number — give values of 1 or more")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{values} repeats a value — list each point once (use repeats: N to repeat)")
+        return values
+
+    @field_validator("rate")
+    @classmethod
+    def _positive_rates(cls, values: list[float]) -> list[float]:
+        for v in values:
+            if not 0 < v < math.inf:
+                raise ValueError(f"{v} is not a positive finite rate — give requests/s > 0 (a burst is 'burst:')")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{values} repeats a value — list each rate once (use repeats: N to repeat)")
+        return values
+
+    @model_validator(mode="after")
+    def _rules(self) -> "LoadGrid":
+        if not (self.burst or self.concurrency or self.rate):
+            raise ValueError("no load points — give at least one of burst: [..], concurrency: [..], rate: [..]")
+        if self.concurrency_num_prompts is not None and self.concurrency_prompts_per_slot is not None:
+            raise ValueError("give concurrency_num_prompts or concurrency_prompts_per_slot, not both"
+                             " — a fixed count per cell, or count = concurrency x per_slot")
+        if self.rate and (self.rate_num_prompts is None) == (self.rate_duration_s is None):
+            raise ValueError("rate points need exactly one of rate_num_prompts or rate_duration_s"
+                             " — e.g. rate_duration_s: 60 sends rate x 60 requests")
+        return self
+
+    def concurrency_prompts(self, c: int) -> int:
+        if self.concurrency_num_prompts is not None:
+            return self.concurrency_num_prompts
+        return c * (self.concurrency_prompts_per_slot or DEFAULT_PROMPTS_PER_SLOT)
+
+    def rate_prompts(self, r: float) -> int:
+        if self.rate_num_prompts is not None:
+            return self.rate_num_prompts
+        return max(1, math.ceil(r * float(self.rate_duration_s or 0)))
+
+
+class WorkloadSpec(_Strict):
+    """A dataset and its RunSpec fields (``sonnet_input_len`` ...); optional own load grid."""
+
+    dataset: Literal["random", "sonnet", "sharegpt", "jsonl"]
+    dataset_path: str | None = None
+    sonnet_input_len: int | None = None
+    sonnet_output_len: int | None = None
+    sonnet_prefix_len: int | None = None
+    random_input_len: int | None = None
+    random_output_len: int | None = None
+    random_range_ratio: float | None = None
+    random_prefix_len: int | None = None
+    sharegpt_output_len: int | None = None
+    load: LoadGrid | None = None  # replaces the experiment's load grid for this workload
+
+    @model_validator(mode="after")
+    def _fields_match_dataset(self) -> "WorkloadSpec":
+        own = DATASET_FIELDS[self.dataset]
+        for name in self.run_fields():
+            if name not in own:
+                raise ValueError(f"{name} does not apply to dataset {self.dataset}"
+                                 f" — its fields are {', '.join(own)}")
+        if self.dataset in ("sharegpt", "jsonl") and not self.dataset_path:
+            raise ValueError(f"dataset {self.dataset} needs dataset_path — give the dataset file's path")
+        return self
+
+    def run_fields(self) -> dict[str, Any]:
+        """The RunSpec fields this workload sets (None = RunSpec's default)."""
+        skip = {"dataset", "load"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+
+    def lengths(self) -> tuple[int | None, int | None]:
+        """Nominal (input, output) tokens per request; None where the dataset decides."""
+        from infermeter.runner.spec import RunSpec
+
+        defaults = RunSpec.model_fields
+        get = lambda k: getattr(self, k) if getattr(self, k) is not None else defaults[k].default  # noqa: E731
+        if self.dataset == "sonnet":
+            return get("sonnet_input_len"), get("sonnet_output_len")
+        if self.dataset == "random":
+            return get("random_input_len") + get("random_prefix_len"), get("random_output_len")
+        return None, self.sharegpt_output_len
+
+
+class RunOptions(_Strict):
+    """RunSpec options shared by every cell."""
+
+    ignore_eos: bool = True  # experiments compare servers: equal work by default
+    seed: int = Field(default=0, ge=0)
+    warmup_requests: int = Field(default=0, ge=0)
+    temperature: float | None = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    stream: bool = True
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    percentile_metrics: str = "ttft,tpot,itl,e2el"
+    metric_percentiles: str = "50,90,95,99"
+    goodput: list[str] = Field(default_factory=list)
+    save_generated_text: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class StopRules(_Strict):
+    """When a cell stops early; a stopped cell still counts as finished (its result says why)."""
+
+    max_errors: int | None = Field(default=None, ge=0)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    request_timeout: float | None = Field(default=3600.0, gt=0)
+    stall_timeout: float | None = Field(default=300.0, gt=0)
+    cell_timeout_s: float | None = Field(default=None, gt=0, lt=math.inf)
+
+
+class ExperimentSpec(_Strict):
+    name: str
+    description: str = ""
+    output_dir: str | None = None  # None: results/<name>, relative to the working directory
+    targets: dict[str, TargetSpec]
+    workloads: dict[str, WorkloadSpec]
+    load: LoadGrid | None = None
+    repeats: int = Field(default=1, ge=1, le=1000)
+    options: RunOptions = Field(default_factory=RunOptions)
+    stop: StopRules = Field(default_factory=StopRules)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a plain name — use letters, digits, '-' and '_' (max 64)")
+        return v
+
+    @field_validator("targets", "workloads")
+    @classmethod
+    def _names(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("is empty — give at least one")
+        for key in v:
+            if not NAME_RE.match(str(key)):
+                raise ValueError(f"name {key!r} is not a plain name — use letters, digits, '-' and '_' (max 64)")
+        return v
+
+    @model_validator(mode="after")
+    def _load_everywhere(self) -> "ExperimentSpec":
+        if self.load is None:
+            missing = [w for w, ws in self.workloads.items() if ws.load is None]
+            if missing:
+                raise ValueError(f"no load grid for workload {missing[0]!r} — give a top-level load: "
+                                 "(or a load: inside every workload)")
+        return self
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"results/{self.name}")
+
+    def grid_for(self, workload: str) -> LoadGrid:
+        ws = self.workloads[workload]
+        grid = ws.load or self.load
+        assert grid is not None
+        return grid
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as run (defaults filled in, credentials in headers redacted), for spec.yaml."""
+        from infermeter.secrets import redact_headers
+
+        data = self.model_dump(mode="json")
+        data["output_dir"] = str(self.resolved_output_dir)
+        for t in data["targets"].values():
+            t["headers"] = redact_headers(t.get("headers") or {})
+        return data
+
+
+# ----------------------------------------------------------------------------- loading
+
+class _DuplicateKey(Exception):
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue
+        if key in seen:
+            raise _DuplicateKey(key_node.start_mark.line + 1,
+                                f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping_orig(node, deep=deep)  # type: ignore[attr-defined]
+
+
+_UniqueKeyLoader.construct_mapping_orig = yaml.SafeLoader.construct_mapping  # type: ignore[attr-defined]
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as exc:
+        raise UserError(f"{source}:{exc.line}: {exc.problem}", "keep one of them") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: not valid YAML: {what}", "fix the YAML syntax (indentation, colons, quotes)") from None
+
+
+def load_spec(path: str | Path) -> tuple["ExperimentSpec", str]:
+    """Read and validate a spec file; returns the spec and its text."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"spec file {str(p)!r} does not exist",
+                        "give the path of a YAML experiment spec (or --recipe NAME)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read spec file {str(p)!r}: {exc}", "give a readable UTF-8 YAML file") from None
+    return parse_spec(text, source=str(p)), text
+
+
+def parse_spec(text: str, source: str = "spec") -> "ExperimentSpec":
+    data = parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the spec must be a YAML mapping (name:, targets:, workloads:, load: ...)",
+                        SPEC_DOC)
+    return spec_from_data(data, source, text)
+
+
+def spec_from_data(data: dict, source: str = "spec", text: str | None = None) -> "ExperimentSpec":
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise user_error_from_spec_validation(exc, source, text) from None
+    check_run_specs(spec, source)
+    return spec
+
+
+def _line_of(text: str | None, loc: tuple) -> int | None:
+    """The 1-based line of the deepest node of ``loc`` that the YAML text has."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """Keys the model at ``loc`` (a dotted path into ExperimentSpec) accepts."""
+    model: Any = ExperimentSpec
+    i = 0
+    parts = list(loc)
+    while i < len(parts):
+        fields = model.model_fields
+        name = parts[i]
+        if name not in fields:
+            return list(fields)
+        ann = fields[name].annotation
+        nxt = _model_in(ann)
+        if nxt is None:
+            return []
+        if name in ("targets", "workloads"):
+            i += 1  # skip the user's name
+        model = nxt
+        i += 1
+    return list(model.model_fields)
+
+
+def _model_in(ann: Any) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def user_error_from_spec_validation(exc: ValidationError, source: str, text: str | None = None) -> UserError:
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err.get("loc", ()))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(text, loc)
+    where = f"{source}:{line}" if line else source
+    kind = err.get("type", "")
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        fix = (f"did you mean {close[0]!r}? " if close else "") + (
+            f"known keys here: {', '.join(allowed)}" if allowed else SPEC_DOC)
+        return UserError(f"{where}: {path}: unknown key{tail}", fix)
+    if kind == "missing":
+        return UserError(f"{where}: {path}: missing{tail}", f"add {loc[-1]}: ({SPEC_DOC})")
+    msg = str(err.get("msg", "invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    problem, sep, fix = msg.partition(" — ")
+    if kind != "value_error":
+        shown = repr(err.get("input"))
+        if len(shown) > 60:
+            shown = shown[:60] + "..."
+        problem = f"{shown}: {problem[:1].lower() + problem[1:]}"
+    return UserError(f"{where}: {path}: {problem}{tail}", fix if sep else SPEC_DOC)
+
+
+# RunSpec fields -> where an experiment spec sets them (for errors raised by RunSpec.check()).
+def _field_path(field: str, target: str, workload: str) -> str:
+    if field in WorkloadSpec.model_fields:
+        return f"workloads.{workload}.{field}"
+    if field in RunOptions.model_fields:
+        return f"options.{field}"
+    if field in StopRules.model_fields:
+        return f"stop.{field}"
+    if field in TargetSpec.model_fields:
+        return f"targets.{target}.{field}"
+    if field == "header":
+        return f"targets.{target}.headers"
+    if field in ("num_prompts", "request_rate", "max_concurrency", "burstiness", "arrival"):
+        return "load"
+    return field
+
+
+def rename_flags(message: str, target: str, workload: str) -> str:
+    """``--sonnet-prefix-len`` in a RunSpec message -> ``workloads.W.sonnet_prefix_len``."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: _field_path(m.group(1).replace("-", "_"), target, workload),
+                  message)
+
+
+def check_run_specs(spec: ExperimentSpec, source: str) -> None:
+    """Build every cell's RunSpec, so RunSpec's own checks run before anything starts."""
+    from infermeter.experiments.plan import build_plan, runspec_from_settings
+
+    for cell in build_plan(spec):
+        t, w = cell.target, cell.workload
+        try:
+            url = cell.settings["target"].get("url") or "http://127.0.0.1:1"
+            runspec_from_settings(cell.settings, base_url=url, tokenizer=None, result_dir=".")
+        except UserError as exc:
+            raise UserError(f"{source}: cell {cell.cell_id}: {rename_flags(exc.problem, t, w)}",
+                            rename_flags(exc.fix or SPEC_DOC, t, w)) from None
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            field = ".".join(str(p) for p in e.get("loc", ()))
+            raise UserError(f"{source}: cell {cell.cell_id}: {_field_path(field, t, w)}: "
+                            f"{e.get('msg', 'invalid')}", SPEC_DOC) from None

@@ -1,0 +1,320 @@
+"""Run an experiment: target by target, cell by cell, each cell an ordinary run.
+
+Guarantees (see docs/experiments.md):
+
+* a finished cell is never run again by ``resume`` and never lost: its result.json
+  is written atomically before cell.json says ``done``;
+* a cell that was killed (SIGKILL, power loss) or interrupted (Ctrl-C, SIGTERM)
+  mid-run is re-run from scratch; its partial files are moved to
+  ``cells/<id>/.partial-<n>/``, never deleted;
+* an embedded target's engine is started once for all of that target's cells.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from infermeter.errors import TargetError, UserError
+from infermeter.experiments.plan import Cell, Estimator, build_plan, runspec_from_settings
+from infermeter.experiments.spec import ExperimentSpec
+from infermeter.experiments.store import Store, _interrupted, copy_file
+from infermeter.storage.files import write_json_atomic
+
+RESULT_FILENAME = "result.json"
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C / SIGTERM stopped the sweep; the interrupted cell was set aside."""
+
+
+class SweepEvents:
+    """What a sweep reports as it goes; the CLI draws it, tests may record it."""
+
+    def planned(self, todo: list[Cell], done: int, estimator: Estimator) -> None: ...
+
+    def target_start(self, target: str, kind: str, cells: int) -> None: ...
+
+    def target_skipped(self, target: str, reason: str) -> None: ...
+
+    def cell_start(self, index: int, total: int, cell: Cell, eta_s: float) -> None: ...
+
+    def cell_end(self, cell: Cell, row: dict[str, Any], wall_s: float) -> None: ...
+
+    def cell_failed(self, cell: Cell, error: str) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+@dataclass
+class SweepOutcome:
+    store: Store
+    planned: int
+    done_before: int
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # left pending (target unreachable, engine failed)
+    set_aside: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.skipped or self.interrupted)
+
+
+@dataclass
+class _Runtime:
+    base_url: str
+    tokenizer: str | None
+    server_log: Path | None
+
+
+def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None,
+              events: SweepEvents | None = None, progress: Callable | None = None,
+              engine_progress: Callable[[str, int | None, int | None], None] | None = None,
+              argv: list[str] | None = None) -> SweepOutcome:
+    ev = events or SweepEvents()
+    t_start = time.monotonic()
+    plan = build_plan(spec)
+    if only is not None and only not in spec.targets:
+        raise UserError(f"--only {only!r} is not a target of experiment {spec.name}",
+                        f"use one of: {', '.join(spec.targets)}")
+    selected = [t for t in spec.targets if only is None or t == only]
+    for t in selected:
+        if spec.targets[t].kind == "launch":
+            raise UserError(f"targets.{t}.launch: launching servers from a profile is not available in this "
+                            "version", f"start the server yourself and give targets.{t}.url instead")
+    store = Store(spec.resolved_output_dir)
+    if store.exists() and not resume:
+        raise UserError(f"{str(store.root)!r} already holds an experiment",
+                        "pass --resume to continue it, or choose a new output_dir (--output-dir)")
+    if store.exists():
+        meta = store.read_meta()
+        if "sweep" in str(meta.get("kind", "")).split("+") and meta.get("name") != spec.name:
+            raise UserError(f"{str(store.root)!r} holds experiment {meta.get('name')!r}, not {spec.name!r}",
+                            "choose another output_dir (--output-dir), or resume with that experiment's spec")
+    outcome = SweepOutcome(store=store, planned=len(plan), done_before=0)
+    with store.lock():
+        _reconcile(store, plan, selected, outcome, ev)
+        store.write_meta(spec.name, "sweep", spec.description)
+        store.write_spec(spec.resolved())
+        store.write_plan([c.definition() for c in plan])
+        store.rebuild_index()
+        estimator = Estimator(spec)
+        for cell in plan:
+            if store.file_state(cell.cell_id) == "done":
+                rec = store.read_cell(cell.cell_id) or {}
+                if rec.get("started") and rec.get("finished"):
+                    estimator.observe(cell, rec["finished"] - rec["started"])
+        todo = [c for c in plan if c.target in selected and store.file_state(c.cell_id) != "done"]
+        outcome.done_before = sum(1 for c in plan if c.target in selected) - len(todo)
+        ev.planned(todo, outcome.done_before, estimator)
+        index = 0
+        try:
+            for target in selected:
+                cells = [c for c in todo if c.target == target]
+                if not cells:
+                    continue
+                ev.target_start(target, spec.targets[target].kind, len(cells))
+                try:
+                    with _runtime(spec, target, store, ev, engine_progress) as rt:
+                        for i, cell in enumerate(cells):
+                            index += 1
+                            remaining = [c for c in todo[todo.index(cell):]]
+                            ev.cell_start(index, len(todo), cell, estimator.total(remaining))
+                            verdict = _run_cell(store, cell, rt, estimator, ev, progress, engine_progress, argv,
+                                                outcome)
+                            if verdict == "target_error":
+                                rest = [c.cell_id for c in cells[i + 1:]]
+                                outcome.skipped.extend(rest)
+                                index += len(rest)
+                                if rest:
+                                    ev.target_skipped(target, f"the target failed; its {len(rest)} remaining "
+                                                              "cell(s) stay pending")
+                                break
+                except UserError as exc:  # the engine did not start: this target's cells stay pending
+                    pending = [c.cell_id for c in cells if c.cell_id not in outcome.done
+                               and c.cell_id not in outcome.failed]
+                    outcome.skipped.extend(pending)
+                    index += len(pending)
+                    ev.target_skipped(target, str(exc))
+        except (KeyboardInterrupt, SweepInterrupted):
+            outcome.interrupted = True
+        finally:
+            outcome.wall_s = time.monotonic() - t_start
+    return outcome
+
+
+def _reconcile(store: Store, plan: list[Cell], selected: list[str], outcome: SweepOutcome,
+               ev: SweepEvents) -> None:
+    """Refuse finished cells of other settings; set aside half-run ones of the selected targets."""
+    for cell in plan:
+        state = store.file_state(cell.cell_id)
+        if state == "done":
+            rec = store.read_cell(cell.cell_id) or {}
+            if rec.get("fingerprint") != cell.fingerprint:
+                raise UserError(f"cell {cell.cell_id} in {str(store.root)!r} was run with other settings than "
+                                "the spec now gives",
+                                "restore the spec as it was (see spec.yaml there), or choose a new output_dir")
+            if rec.get("status") != "done":  # killed after result.json was renamed into place
+                result_file = store.cell_dir(cell.cell_id) / RESULT_FILENAME
+                rec.update(status="done", finished=result_file.stat().st_mtime)
+                write_json_atomic(store.cell_dir(cell.cell_id) / "cell.json", rec)
+        elif state in ("partial", "failed") and cell.target in selected:
+            dest = store.set_aside(cell.cell_id)
+            if dest is not None:
+                outcome.set_aside.append(cell.cell_id)
+                ev.log(f"{cell.cell_id}: {'failed' if state == 'failed' else 'unfinished'} attempt moved to "
+                       f"{store.rel(dest)}; the cell runs again")
+
+
+@contextlib.contextmanager
+def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
+             engine_progress) -> Iterator[_Runtime]:
+    t = spec.targets[target]
+    if t.kind == "url":
+        yield _Runtime(base_url=str(t.url).rstrip("/"), tokenizer=None, server_log=None)
+        return
+    from infermeter.runner.embedded import EmbeddedEngine
+
+    cfg = t.embedded
+    assert cfg is not None
+    engine = EmbeddedEngine(cfg.model, parallel=cfg.parallel, ctx_size=cfg.ctx_size, progress=engine_progress,
+                            log=ev.log)
+    started = time.time()
+    with engine:
+        try:
+            yield _Runtime(base_url=engine.base_url, tokenizer=str(engine.tokenizer_dir),
+                           server_log=Path(engine.log_path) if engine.log_path else None)
+        finally:
+            log = getattr(engine, "log_path", None)
+            if log and Path(log).exists():
+                with contextlib.suppress(OSError):
+                    copy_file(Path(log), store.root / "servers" / f"{target}-{int(started)}.log")
+
+
+def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
+              progress, engine_progress, argv, outcome: SweepOutcome) -> str:
+    from infermeter.runner.session import execute_run
+
+    cid = cell.cell_id
+    cdir = store.cell_dir(cid)
+    record = store.begin_cell(cell.definition())
+    log_offset = _size(rt.server_log)
+    t0 = time.monotonic()
+    timeout = cell.settings.get("cell_timeout_s")
+    fired = {"timeout": False}
+    factory = progress
+    if timeout:
+        if threading.current_thread() is threading.main_thread():
+            factory = _with_deadline(progress, float(timeout), fired)
+        else:
+            ev.log(f"{cid}: stop.cell_timeout_s needs the main thread; not applied")
+    try:
+        spec = runspec_from_settings(cell.settings, base_url=rt.base_url, tokenizer=rt.tokenizer,
+                                     result_dir=str(cdir), result_filename=RESULT_FILENAME,
+                                     progress=progress is not None)
+        report = execute_run(spec, argv=argv, progress=factory, engine_progress=engine_progress, log=ev.log)
+    except TargetError as exc:
+        _copy_log(rt, log_offset, cdir)
+        store.fail_cell(record, str(exc))
+        outcome.failed.append(cid)
+        ev.cell_failed(cell, str(exc))
+        return "target_error"
+    except UserError as exc:
+        _copy_log(rt, log_offset, cdir)
+        store.fail_cell(record, str(exc))
+        outcome.failed.append(cid)
+        ev.cell_failed(cell, str(exc))
+        return "failed"
+    except KeyboardInterrupt:
+        _set_aside_interrupted(store, cell, outcome)
+        raise
+    except Exception as exc:  # a bug in one cell: record it and go on with the next
+        if os.environ.get("INFERMETER_DEBUG"):
+            raise
+        error = f"internal error: {type(exc).__name__}: {exc}"
+        _copy_log(rt, log_offset, cdir)
+        store.fail_cell(record, error)
+        outcome.failed.append(cid)
+        ev.cell_failed(cell, error)
+        return "failed"
+    result = report.result
+    if fired["timeout"] and _interrupted(result):
+        _mark_timed_out(report.result_path, result, float(timeout))
+    if _interrupted(result):
+        _set_aside_interrupted(store, cell, outcome)
+        raise SweepInterrupted(result["infermeter"]["stopped_early"])
+    _copy_log(rt, log_offset, cdir)
+    row = store.finish_cell(record, result)
+    wall = time.monotonic() - t0
+    estimator.observe(cell, wall)
+    outcome.done.append(cid)
+    ev.cell_end(cell, row, wall)
+    return "done"
+
+
+def _set_aside_interrupted(store: Store, cell: Cell, outcome: SweepOutcome) -> None:
+    dest = store.set_aside(cell.cell_id)
+    outcome.set_aside.append(cell.cell_id)
+    store.mark_pending(cell.definition(), note=f"interrupted; partial files in {store.rel(dest)}" if dest else None)
+
+
+def _mark_timed_out(path: Path, result: dict[str, Any], timeout: float) -> None:
+    reason = f"cell time limit reached (stop.cell_timeout_s {timeout:g})"
+    im = result["infermeter"]
+    old = im.get("stopped_early")
+    im["stopped_early"] = reason
+    im["warnings"] = [f"stopped early: {reason}" if w == f"stopped early: {old}" else w
+                      for w in im.get("warnings", [])]
+    write_json_atomic(path, result)
+
+
+def _with_deadline(inner, seconds: float, fired: dict[str, bool]):
+    """Wrap the progress factory: after ``seconds`` of load, stop the run the way SIGTERM does
+    (the runner's own handler: in-flight requests cancelled, a complete result saved)."""
+
+    @contextlib.asynccontextmanager
+    async def factory(counters):
+        async def timer() -> None:
+            await asyncio.sleep(seconds)
+            fired["timeout"] = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        task = asyncio.ensure_future(timer())
+        try:
+            if inner is not None:
+                async with inner(counters):
+                    yield
+            else:
+                yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return factory
+
+
+def _size(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _copy_log(rt: _Runtime, offset: int | None, cdir: Path) -> None:
+    if rt.server_log is None or offset is None:
+        return
+    with contextlib.suppress(OSError):
+        copy_file(rt.server_log, cdir / "server.log", offset)
