@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,12 +12,13 @@ class EmbeddedEngine:
 
     def __init__(self, model: str = "tiny", *, parallel: int = 8, ctx_size: int | None = None,
                  progress: Callable[[str, int | None, int | None], None] | None = None,
-                 log: Callable[[str], None] = lambda m: None) -> None:
+                 log: Callable[[str], None] = lambda m: None, log_path: Path | None = None) -> None:
         self.model_name = model
         self.parallel = parallel
         self.ctx_size = ctx_size
         self.progress = progress
         self.log = log
+        self.server_log_path = log_path  # None: a temporary file named in the result
         self._server: Any = None
         self._files: Any = None
 
@@ -28,8 +30,12 @@ class EmbeddedEngine:
         binary = ensure_llama_server(self.progress)
         self._files = ensure_model(self.model_name, progress=self.progress)
         self.log(f"starting embedded llama-server with {self._files.model_id} ({self.parallel} slots)")
+        # Leave one core to the client: a server that takes every core delays
+        # the client's timestamps, and the run would rightly be flagged client-bound.
+        threads = max(1, (os.cpu_count() or 2) - 1)
         self._server = EmbeddedServer(binary=binary, model=self._files, parallel=self.parallel,
-                                      ctx_size=self.ctx_size)
+                                      ctx_size=self.ctx_size, threads=threads,
+                                      log_path=self.server_log_path)
         self._server.start()
         self.log(f"embedded llama-server ready at {self._server.base_url}")
         return self
@@ -62,6 +68,7 @@ class EmbeddedEngine:
             "gguf": str(self._files.gguf),
             "n_params": getattr(self._files, "n_params", None),
             "parallel": self.parallel,
+            "threads": self._server.threads,
             "command": [str(a) for a in self._server.command],
             "log": str(self._server.log_path),
         }
