@@ -1,0 +1,194 @@
+"""Reports without drawing: loading, statistics, tables, ratios, escaping, compare."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from infermeter.reports.charts import Chart, palette
+from infermeter.reports.compare import compare_rows, warnings_for
+from infermeter.reports.data import cell_from_result, load_experiments, load_run, mean_ci, memory_of, points_of
+from infermeter.reports.example import write_example_store
+from infermeter.reports.html import render_html
+from infermeter.reports.markdown import md_table, md_text
+from infermeter.reports.tables import all_cells_table, comparison_tables, ratio_cell, targets_table
+
+EVIL = "<script>alert(1)</script>"
+# a valid 1x1 PNG
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360"
+                    "000002000001e221bc330000000049454e44ae426082")
+
+
+def _result(out_tok=128, n=10, failed=0, exact=True, client_bound=False, tput=1000.0, ttft=100.0, errors=None):
+    return {"completed": n - failed, "failed": failed, "num_prompts": n, "duration": 2.0,
+            "total_output_tokens": out_tok * (n - failed), "output_throughput": tput, "request_throughput": 5.0,
+            "total_token_throughput": tput * 2, "mean_ttft_ms": ttft, "p99_ttft_ms": ttft * 2,
+            "mean_tpot_ms": 10.0, "errors": errors or [],
+            "infermeter": {"work": {"exact": exact}, "client": {"client_bound": client_bound},
+                           "load": {"mode": "burst", "value": n}, "warnings": []}}
+
+
+def test_mean_ci_uses_student_t():
+    m, ci, n = mean_ci([10.0, 12.0, 14.0])
+    assert (m, n) == (12.0, 3)
+    assert ci == pytest.approx(4.303 * 2.0 / 3 ** 0.5, rel=1e-3)  # t(0.975, df=2) * s / sqrt(n)
+    assert mean_ci([5.0]) == (5.0, None, 1)
+    assert mean_ci([None, float("nan")]) == (None, None, 0)
+
+
+def test_palette_is_keyed_by_sorted_names():
+    a = palette(["vllm", "tgi", "sglang"])
+    b = palette(["sglang", "vllm", "tgi"])
+    assert a == b and len({c for c, _ in a.values()}) == 3
+
+
+def test_ratio_says_better_for_throughput_up_and_latency_down():
+    a = points_of([cell_from_result(_result(tput=1000, ttft=100), {"target": "a", "cell_id": "a"})])[0]
+    b = points_of([cell_from_result(_result(tput=1500, ttft=150), {"target": "b", "cell_id": "b"})])[0]
+    assert ratio_cell(a, b, "output_throughput") == ("1.50× better", "better")
+    assert ratio_cell(a, b, "mean_ttft_ms") == ("1.50× worse", "worse")
+    u = points_of([cell_from_result(_result(tput=1500, exact=False), {"target": "u", "cell_id": "u"})])[0]
+    text, kind = ratio_cell(a, u, "output_throughput")
+    assert kind == "flag" and "unequal work" in text and "better" not in text
+
+
+def test_memory_found_defensively():
+    flat = {"infermeter": {"telemetry": {"summary": {"memory_ready_mib": 1000, "memory_peak_mib": 1500}}}}
+    assert memory_of(flat) == {"ready": 1000.0, "peak": 1500.0}
+    gpus = {"infermeter": {"telemetry": {"summary": {"gpus": {
+        "0": {"ready": {"mem_used_bytes": 2 * 1048576}, "peak": {"mem_used_bytes": 3 * 1048576}},
+        "1": {"ready": {"mem_used_bytes": 2 * 1048576}}}}}}}
+    assert memory_of(gpus) == {"ready": 4.0, "peak": 3.0}
+    assert memory_of({"infermeter": {"telemetry": None}}) == {}
+    assert memory_of({}) == {}
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory):
+    root = tmp_path_factory.mktemp("five") / "exp"
+    write_example_store(root, ["vllm", "sglang", "tgi", "lmdeploy", EVIL], repeats=2, quick=True,
+                        workloads=("short", "long"))
+    return load_experiments([root])[0]
+
+
+def test_store_loads_every_cell_with_flags(five):
+    cells = five.cells
+    assert len({c.target for c in cells}) == 5
+    assert len(cells) == 5 * (2 * 3 + 2)
+    tgi = {c.cell_id: c for c in cells if c.target == "tgi"}
+    assert "unequal work" in tgi["tgi.short.burst-64.r0"].flags
+    assert "errors" in tgi["tgi.long.burst-128.r0"].flags
+    assert any("503" in m for m in tgi["tgi.long.burst-128.r0"].error_messages)
+    assert "client-bound" in {f for c in cells if c.target == "sglang" for f in c.flags}
+    assert tgi["tgi.short.burst-1.r0"].memory_mib["peak"] > tgi["tgi.short.burst-1.r0"].memory_mib["ready"]
+
+
+def test_comparison_tables_have_ratio_columns_and_no_winner_on_unequal_work(five):
+    tables = comparison_tables(five.cells)
+    t = next(t for t in tables if t.id == "short-burst-output_throughput")
+    assert t.columns[:6] == ["requests sent at once (burst size)", "vllm", "sglang", "tgi", "lmdeploy", EVIL]
+    assert t.columns[6:10] == [f"{x} vs vllm" for x in ("sglang", "tgi", "lmdeploy", EVIL)]
+    assert [r[0][0] for r in t.rows] == ["1", "8", "64"]
+    last = t.rows[-1]
+    assert last[7][1] == "flag" and "no verdict" in last[7][0]  # tgi at 64 did unequal work
+    assert "tgi: unequal work" in last[-1][0]
+    assert "±" in last[1][0]  # two repeats: a confidence interval
+    assert {r[6][1] for r in t.rows[:2]} <= {"better", "worse", "same"}
+
+
+def test_one_backend_tables_have_no_ratio_column(tmp_path):
+    write_example_store(tmp_path / "one", ["vllm"], repeats=1, quick=True, workloads=("short",))
+    cells = load_experiments([tmp_path / "one"])[0].cells
+    t = comparison_tables(cells)[0]
+    assert t.columns == ["requests sent at once (burst size)", "vllm", "flags"]
+    assert len(all_cells_table(cells).rows) == 3
+
+
+def test_html_escapes_server_text(five):
+    cells = five.cells
+    bad = cell_from_result(_result(failed=2, errors=["", "<b>boom</b> & <img src=x onerror=alert(1)>"]),
+                           {"target": EVIL, "cell_id": "evil.cell", "workload": "w"})
+    bad.warnings.append("<i>warn</i>")
+    cells = cells + [bad]
+    chart = Chart("c1", f"title {EVIL}", "caption", PNG, 1, 1)
+    html = render_html(title=f"T {EVIL}", intro=[EVIL], warnings=[EVIL], charts=[chart],
+                       targets=targets_table(cells), comparisons=comparison_tables(cells),
+                       all_cells=all_cells_table(cells), errors=[("evil.cell", bad.error_messages)],
+                       cell_warnings=[("evil.cell", bad.warnings)])
+    assert "<script>" not in html and "<b>boom" not in html and "<i>warn" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+    class P(HTMLParser):
+        tags: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+    p = P()
+    p.feed(html)
+    p.close()
+    assert "script" not in p.tags and p.tags.count("img") == 1 and "table" in p.tags
+
+
+def test_markdown_escapes_pipes_and_html():
+    assert md_text("a|b") == "a\\|b"
+    assert md_text("<script>") == "&lt;script&gt;"
+    from infermeter.reports.tables import Table
+    t = Table("x", "x", ["a|b", "c"], [[("1|2", ""), ("3", "num")]])
+    lines = md_table(t).splitlines()
+    assert lines[0] == "| a\\|b | c |" and lines[2] == "| 1\\|2 | 3 |"
+    assert all(line.count("|") - line.count("\\|") == 3 for line in lines)
+
+
+def test_compare_deltas_and_unequal_work(tmp_path):
+    a = cell_from_result(_result(tput=1000, ttft=100), cell_id="a")
+    b = cell_from_result(_result(tput=1200, ttft=80), cell_id="b")
+    rows = {r.metric: r for r in compare_rows(a, b)}
+    assert rows["output_throughput"].delta == 200 and rows["output_throughput"].rel == pytest.approx(0.2)
+    assert rows["output_throughput"].better == "B" and rows["mean_ttft_ms"].better == "B"
+    assert warnings_for(a, b) == []
+    c = cell_from_result(_result(out_tok=100, tput=1200, client_bound=True), cell_id="c")
+    rows = {r.metric: r for r in compare_rows(a, c)}
+    assert rows["output_throughput"].better == ""
+    w = warnings_for(a, c)
+    assert any("unequal work" in x and "128.0 vs 100.0" in x for x in w)
+    assert any("client-bound" in x for x in w)
+
+
+def test_load_run_reads_files_and_cell_dirs(tmp_path, five):
+    cell_dir = five.root / "cells" / "vllm.short.burst-8.r0"
+    c = load_run(cell_dir)
+    assert c.target == "vllm" and c.load_value == 8 and c.metrics["output_throughput"]
+    (tmp_path / "r.json").write_text(json.dumps(_result()))
+    assert load_run(tmp_path / "r.json").metrics["completed"] == 10
+    from infermeter.errors import UserError
+    with pytest.raises(UserError):
+        load_run(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError):
+        load_run(tmp_path / "bad.json")
+
+
+def test_imported_vllm_cells_load(tmp_path):
+    from infermeter.experiments.importers import import_vllm
+
+    fix = Path(__file__).parents[1] / "fixtures" / "vllm"
+    import_vllm([fix / "serve_result.json", fix / "serve_console.log"], tmp_path / "imp")
+    cells = load_experiments([tmp_path / "imp"])[0].cells
+    assert len(cells) == 3 and all("imported" in c.flags for c in cells)
+    assert {c.load_mode for c in cells} >= {"burst", "concurrency"}
+    assert comparison_tables(cells)
+
+
+def test_several_folders_merge_and_clashing_targets_are_kept_apart(tmp_path):
+    write_example_store(tmp_path / "a", ["vllm"], repeats=1, quick=True, workloads=("short",), name="exp-a")
+    write_example_store(tmp_path / "b", ["tgi"], repeats=1, quick=True, workloads=("short",), name="exp-b")
+    write_example_store(tmp_path / "c", ["vllm"], repeats=1, quick=True, workloads=("short",), name="exp-c")
+    merged = [c for e in load_experiments([tmp_path / "a", tmp_path / "b"]) for c in e.cells]
+    assert {c.target for c in merged} == {"vllm", "tgi"}
+    clash = [c for e in load_experiments([tmp_path / "a", tmp_path / "c"]) for c in e.cells]
+    assert {c.target for c in clash} == {"exp-a/vllm", "exp-c/vllm"}
