@@ -1,0 +1,164 @@
+"""Provenance of a launched server: exactly what ran, where, and which versions.
+
+``provenance(server)`` returns a JSON-ready dict: backend, the server's own version
+(from its version endpoint: vLLM ``/version``, TGI ``/info``, SGLang
+``/get_server_info``, llama.cpp ``/props``; else ``<program> --version``), the full
+command and environment, the image (containers), model id and revision, tokenizer,
+every setting and the flags that carried it, GPU model/count/driver (``nvidia-smi`` or
+``rocm-smi`` when present, else ``"unknown"``), infermeter's version and the host.
+Secrets appear by environment variable NAME only; values that look like credentials
+(in argv, environment or the server's own info) are replaced by ``<redacted>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from infermeter.secrets import redact_argv
+from infermeter.servers.settings import is_secret_name
+
+REDACTED = "<redacted>"
+_SECRET_FLAGS = {"--api-key", "--admin-api-key", "--hf-token", "-hft", "--ngrok-authtoken", "--token",
+                 "--api-key-file"}
+_TOKEN = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,})\b")
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """argv with credential values removed (flag values, URLs' passwords, token-like words)."""
+    out: list[str] = []
+    hide = False
+    for arg in redact_argv(list(argv)):
+        if hide:
+            out.append(REDACTED)
+            hide = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        if flag in _SECRET_FLAGS:
+            if eq:
+                out.append(f"{flag}={REDACTED}")
+            else:
+                out.append(arg)
+                hide = True
+            continue
+        out.append(_TOKEN.sub(REDACTED, arg))
+    return out
+
+
+def redact_info(value: Any, key: str = "") -> Any:
+    """A server's info document with credential-named fields and token-like strings redacted."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if is_secret_name(str(k)) and v not in (None, "", False) else redact_info(v, str(k)))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_info(v, key) for v in value]
+    if isinstance(value, str):
+        return _TOKEN.sub(REDACTED, value)
+    return value
+
+
+def version_from_info(profile: str, info: dict[str, Any] | None) -> str | None:
+    """The server version from its info endpoint's JSON."""
+    if not info:
+        return None
+    if profile == "llama.cpp":
+        build = info.get("build_info")
+        return str(build) if build else None
+    version = info.get("version")
+    return str(version) if version else None
+
+
+def gpu_info() -> dict[str, Any]:
+    """GPU model, count and driver from nvidia-smi or rocm-smi; "unknown" when neither answers."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30,
+                                 check=False)
+            rows = [[c.strip() for c in ln.split(",")] for ln in out.stdout.splitlines() if ln.strip()]
+            if out.returncode == 0 and rows:
+                names = sorted({r[0] for r in rows})
+                return {"vendor": "nvidia", "model": ", ".join(names), "count": len(rows),
+                        "driver": rows[0][1] if len(rows[0]) > 1 else "unknown",
+                        "memory_mib": [int(r[2]) for r in rows if len(r) > 2 and r[2].isdigit()],
+                        "source": "nvidia-smi"}
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    if shutil.which("rocm-smi"):
+        try:
+            out = subprocess.run(["rocm-smi", "--showproductname", "--showdriverversion", "--json"],
+                                 capture_output=True, text=True, timeout=30, check=False)
+            data = json.loads(out.stdout) if out.returncode == 0 else {}
+            cards = {k: v for k, v in data.items() if k.startswith("card")}
+            if cards:
+                names = sorted({str(v.get("Card Series") or v.get("Card series") or v.get("Card model") or "unknown")
+                                for v in cards.values()})
+                driver = (data.get("system") or {}).get("Driver version") or "unknown"
+                return {"vendor": "amd", "model": ", ".join(names), "count": len(cards), "driver": driver,
+                        "source": "rocm-smi"}
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+    return {"vendor": "unknown", "model": "unknown", "count": "unknown", "driver": "unknown", "source": None}
+
+
+def host_info() -> dict[str, Any]:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def infermeter_version() -> str:
+    from infermeter import __version__
+
+    return str(__version__)
+
+
+def provenance(server: Any) -> dict[str, Any]:
+    """What ran: for a ``LocalServer`` (or anything with the same attributes)."""
+    profile = server.profile
+    settings = server.settings
+    command = server.command
+    info = server.info() if server.running else None
+    model_revision = settings.revision
+    if info and profile.name == "tgi":  # TGI reports the resolved model commit
+        model_revision = info.get("model_sha") or model_revision
+    launch: dict[str, Any] = {}
+    if command is not None:
+        launch = command.to_dict()
+        launch["argv"] = redact_command(command.argv)
+        launch["env"] = {k: (REDACTED if is_secret_name(k) else v) for k, v in command.env.items()}
+    return {
+        "backend": profile.name,
+        "backend_title": profile.title,
+        "server_version": server.version() if server.running else None,
+        "program_version": server.program_version() if hasattr(server, "program_version") else None,
+        "server_info": redact_info(info) if info else None,
+        "where": getattr(server, "where", "local process"),
+        "image": getattr(server, "image", None),
+        "command": launch.get("argv"),
+        "environment": launch.get("env"),
+        "secrets_by_name": list(settings.secrets),
+        "applied_settings": launch.get("applied"),
+        "notes": launch.get("notes"),
+        "settings": json.loads(settings.model_dump_json()) | {"env": launch.get("env", settings.env)},
+        "model": {"id": settings.model, "revision": model_revision, "served_as": server.model_name},
+        "tokenizer": settings.tokenizer or settings.model,
+        "endpoints": {"base_url": server.base_url, "ready": list(profile.ready_paths), "info": profile.info_path,
+                      "metrics": profile.metrics_path, "metrics_flag": profile.metrics_flag},
+        "fixed_output_length": profile.fixed_length,
+        "vendor": server.vendor.value,
+        "gpu": server.gpu_info() if hasattr(server, "gpu_info") else gpu_info(),
+        "infermeter_version": infermeter_version(),
+        "host": host_info(),
+        "started_at": (datetime.fromtimestamp(server.started_at, timezone.utc).isoformat()
+                       if getattr(server, "started_at", None) else None),
+        "ready_after_s": getattr(server, "ready_after_s", None),
+        "log": str(server.log_path) if getattr(server, "log_path", None) else None,
+    }
