@@ -1,0 +1,294 @@
+"""Per-run telemetry summary from the sampled series (pure functions: testable on
+synthetic series).
+
+GPU, per device: memory when ``ready`` (the last sample before traffic: the number a
+screenshot would show), the ``idle`` baseline, the peak (with its time and phase), and
+over the measured window: mean utilization, mean power, energy (the driver's energy
+counter when it has one, else power integrated over time) and energy per output token.
+
+Server: over the window, peak KV usage, mean running batch, mean/max queue depth,
+counter deltas (preemptions, tokens, prefix-cache hits), and the server's own latency
+histograms' deltas (mean and approximate quantiles) beside the client's numbers.
+Counter deltas span the last scrape at or before the window's start to the first scrape
+at or after its end (``bracket``); at 1 Hz that is up to a second more on each side.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+from infermeter.telemetry.phases import LOAD, READY
+from infermeter.telemetry.prom import Histogram
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def _round(v: float | None, nd: int = 3) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _rel(t: float | None, origin: float | None) -> float | None:
+    return None if t is None or origin is None else round(t - origin, 6)
+
+
+def _interp(points: Sequence[tuple[float, float]], t: float) -> float | None:
+    """Linear interpolation; None outside the sampled span."""
+    if not points or t < points[0][0] or t > points[-1][0]:
+        return None
+    for (t0, v0), (t1, v1) in zip(points, points[1:]):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return points[-1][1]
+
+
+def _clip(points: Sequence[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
+    """The points inside [start, end], with interpolated values at both edges when the
+    series spans them."""
+    inside = [(t, v) for t, v in points if start <= t <= end]
+    a, b = _interp(points, start), _interp(points, end)
+    if a is not None and (not inside or inside[0][0] > start):
+        inside.insert(0, (start, a))
+    if b is not None and (not inside or inside[-1][0] < end):
+        inside.append((end, b))
+    return inside
+
+
+def energy_over(points_energy: Sequence[tuple[float, float]], points_power: Sequence[tuple[float, float]],
+                start: float, end: float) -> tuple[float | None, str | None]:
+    """Joules used in [start, end]: from the cumulative energy counter when it spans the
+    window, else the trapezoid integral of power (one sample: mean power x duration)."""
+    if len(points_energy) >= 2:
+        a, b = _interp(points_energy, start), _interp(points_energy, end)
+        if a is not None and b is not None and b >= a:
+            return b - a, "energy-counter"
+    clipped = _clip(points_power, start, end)
+    if len(clipped) >= 2:
+        joules = sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in zip(clipped, clipped[1:]))
+        covered = clipped[-1][0] - clipped[0][0]
+        if covered > 0 and end > start:
+            joules *= (end - start) / covered  # extend over the uncovered edges at the mean power
+        return joules, "power-integral"
+    if len(clipped) == 1 and end > start:
+        return clipped[0][1] * (end - start), "power-single-sample"
+    return None, None
+
+
+def _gpu_key(s: dict[str, Any]) -> str:
+    host = s.get("host") or ""
+    inst = s.get("mig_instance")
+    key = f"{s.get('gpu')}" + (f"/{inst}" if inst else "")
+    return f"{host}:{key}" if host else key
+
+
+def _process_mem(s: dict[str, Any], pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    for p in s.get("processes") or []:
+        if p.get("pid") == pid:
+            return p.get("used_bytes")
+    return None
+
+
+def summarize_gpus(samples: Sequence[dict[str, Any]], *, window: tuple[float, float] | None,
+                   origin: float | None, server_pid: int | None = None) -> dict[str, Any]:
+    by_gpu: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        if s.get("kind") == "gpu":
+            by_gpu.setdefault(_gpu_key(s), []).append(s)
+    gpus: dict[str, Any] = {}
+    for key, series in sorted(by_gpu.items()):
+        series.sort(key=lambda s: s["t"])
+        mem = [s for s in series if s.get("mem_used_bytes") is not None]
+        g: dict[str, Any] = {
+            "name": next((s.get("name") for s in reversed(series) if s.get("name")), None),
+            "source": series[-1].get("source"),
+            "mem_api": series[-1].get("mem_api"),
+            "mem_total_bytes": next((s.get("mem_total_bytes") for s in reversed(series)
+                                     if s.get("mem_total_bytes")), None),
+            "samples": len(series),
+        }
+        idle = [s for s in mem if s.get("phase") == "idle"]
+        if idle:
+            g["idle_mem_used_bytes"] = idle[-1]["mem_used_bytes"]
+        ready = [s for s in mem if s.get("phase") == READY]
+        if ready:
+            last = ready[-1]
+            g["ready"] = {"mem_used_bytes": last["mem_used_bytes"], "t_rel": _rel(last["t"], origin),
+                          "max_mem_used_bytes": max(s["mem_used_bytes"] for s in ready),
+                          "server_process_mem_bytes": _process_mem(last, server_pid)}
+            if g["mem_total_bytes"]:
+                g["ready"]["mem_used_fraction"] = _round(last["mem_used_bytes"] / g["mem_total_bytes"], 4)
+        if mem:
+            peak = max(mem, key=lambda s: s["mem_used_bytes"])
+            g["peak"] = {"mem_used_bytes": peak["mem_used_bytes"], "t_rel": _rel(peak["t"], origin),
+                         "phase": peak.get("phase"),
+                         "server_process_mem_bytes": _process_mem(peak, server_pid)}
+            if g["mem_total_bytes"]:
+                g["peak"]["mem_used_fraction"] = _round(peak["mem_used_bytes"] / g["mem_total_bytes"], 4)
+        if window is not None:
+            start, end = window
+            inside = [s for s in series if start <= s["t"] <= end]
+            energy_pts = [(s["t"], s["energy_j"]) for s in series if s.get("energy_j") is not None]
+            power_pts = [(s["t"], s["power_w"]) for s in series if s.get("power_w") is not None]
+            joules, method = energy_over(energy_pts, power_pts, start, end)
+            in_mem = [s["mem_used_bytes"] for s in inside if s.get("mem_used_bytes") is not None]
+            g["window"] = {
+                "samples": len(inside),
+                "mean_util_pct": _round(_mean(s.get("util_pct") for s in inside), 2),
+                "max_util_pct": max((s["util_pct"] for s in inside if s.get("util_pct") is not None), default=None),
+                "mean_power_w": _round(_mean(s.get("power_w") for s in inside), 2),
+                "max_power_w": max((s["power_w"] for s in inside if s.get("power_w") is not None), default=None),
+                "peak_mem_used_bytes": max(in_mem, default=None),
+                "energy_j": _round(joules, 3),
+                "energy_method": method,
+            }
+        gpus[key] = g
+    return gpus
+
+
+def _bracket(series: Sequence[dict[str, Any]], start: float, end: float
+             ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+    """(last scrape at/before start, first at/after end, exact): falls back to the
+    first/last scrape inside the window when the window is not bracketed."""
+    if not series:
+        return None, None, False
+    # a scrape reads the server somewhere between its start (t) and its answer
+    before = [s for s in series if s["t"] + (s.get("scrape_ms") or 0.0) / 1e3 <= start]
+    after = [s for s in series if s["t"] >= end]
+    a = before[-1] if before else series[0]
+    b = after[0] if after else series[-1]
+    return a, b, bool(before and after)
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    va, vb = a.get(key), b.get(key)
+    if va is None or vb is None:
+        return None
+    return vb - va if vb >= va else vb  # a reset (server restart) counts from zero
+
+
+def _quantiles_ms(h: Histogram) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": int(h.count), "mean_ms": _round(h.mean * 1e3 if h.mean is not None else None)}
+    for q in QUANTILES:
+        v = h.quantile(q)
+        out[f"p{int(q * 100)}_ms"] = _round(v * 1e3 if v is not None else None)
+    return out
+
+
+def _client_ms(values: Sequence[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    vals = sorted(values)
+
+    def pct(q: float) -> float:
+        pos = q * (len(vals) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+    out = {"count": len(vals), "mean_ms": _round(sum(vals) / len(vals) * 1e3)}
+    for q in QUANTILES:
+        out[f"p{int(q * 100)}_ms"] = _round(pct(q) * 1e3)
+    return out
+
+
+def summarize_server(samples: Sequence[dict[str, Any]], *, window: tuple[float, float] | None,
+                     origin: float | None, client: dict[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    series = sorted((s for s in samples if s.get("kind") == "server"), key=lambda s: s["t"])
+    out: dict[str, Any] = {"samples": len(series)}
+    if not series:
+        return out
+    out["backend"] = series[-1].get("backend")
+    mean_scrape = _mean(s.get("scrape_ms") for s in series)
+    out["mean_scrape_ms"] = _round(mean_scrape)
+    out["mean_parse_ms"] = _round(_mean(s.get("parse_ms") for s in series))
+    if window is None:
+        return out
+    start, end = window
+    inside = [s for s in series if start <= s["t"] <= end]
+    w: dict[str, Any] = {"samples": len(inside)}
+    kv = [s["kv_usage"] for s in inside if s.get("kv_usage") is not None]
+    w["peak_kv_usage"] = _round(max(kv), 4) if kv else None
+    w["mean_kv_usage"] = _round(_mean(kv), 4)
+    running = [s["running"] for s in inside if s.get("running") is not None]
+    waiting = [s["waiting"] for s in inside if s.get("waiting") is not None]
+    w["mean_running"] = _round(_mean(running), 3)
+    w["max_running"] = max(running) if running else None
+    w["mean_waiting"] = _round(_mean(waiting), 3)
+    w["max_waiting"] = max(waiting) if waiting else None
+    if running:
+        top = max((s for s in inside if s.get("running") is not None), key=lambda s: s["running"])
+        w["max_running_t_rel"] = _rel(top["t"], origin)
+    a, b, exact = _bracket(series, start, end)
+    if a is not None and b is not None:
+        w["bracket"] = {"start_t_rel": _rel(a["t"], origin), "end_t_rel": _rel(b["t"], origin), "exact": exact}
+        for key in ("preemptions", "prompt_tokens", "generation_tokens", "requests", "prefix_queries",
+                    "prefix_hits", "n_decode"):
+            d = _delta(a, b, key)
+            if d is not None:
+                w[key] = d
+        if w.get("prefix_queries"):
+            w["prefix_hit_rate"] = _round(w.get("prefix_hits", 0.0) / w["prefix_queries"], 4)
+        else:
+            rates = [s["prefix_hit_rate"] for s in inside if s.get("prefix_hit_rate") is not None]
+            if rates:
+                w["prefix_hit_rate"] = _round(rates[-1], 4)  # the server's own running rate
+        latency: dict[str, Any] = {}
+        with_hist = [s for s in series if s.get("hist")]
+        ha, hb, hexact = _bracket(with_hist, start, end)
+        if hb is not None:
+            w["hist_bracket"] = {"start_t_rel": _rel(ha["t"], origin) if ha else None,
+                                 "end_t_rel": _rel(hb["t"], origin), "exact": hexact}
+        for key in ("ttft", "itl", "e2e", "queue"):
+            after = (hb or {}).get("hist", {}).get(key)
+            if after is None:
+                continue
+            before = (ha or {}).get("hist", {}).get(key) if ha is not hb else None
+            h = Histogram.from_json(after).delta(Histogram.from_json(before) if before else None)
+            entry: dict[str, Any] = {"server": _quantiles_ms(h)}
+            if client and client.get(key):
+                entry["client"] = _client_ms(client[key])
+            latency[key] = entry
+        for key, values in (client or {}).items():  # the client's own, where the server exports nothing
+            if key not in latency and values:
+                latency[key] = {"server": None, "client": _client_ms(values)}
+        if latency:
+            w["latency"] = latency
+    out["window"] = w
+    return out
+
+
+def client_latencies(records: Iterable[Any]) -> dict[str, list[float]]:
+    """Client TTFT / ITL / E2E (seconds) of the measured, successful records."""
+    ttft: list[float] = []
+    itl: list[float] = []
+    e2e: list[float] = []
+    for r in records:
+        if not getattr(r, "ok", False) or getattr(r, "warmup", False):
+            continue
+        if r.ttft is not None:
+            ttft.append(r.ttft)
+        if r.e2el is not None:
+            e2e.append(r.e2el)
+        times = list(getattr(r, "token_times", []) or [])
+        itl.extend(b - a for a, b in zip(times, times[1:]))
+    return {"ttft": ttft, "itl": itl, "e2e": e2e}
+
+
+def window_of(records: Iterable[Any], start_epoch: float) -> tuple[float, float]:
+    """The measured window on the wall clock: the origin to the last answer."""
+    ends = [r.end for r in records if getattr(r, "end", None) is not None and math.isfinite(r.end)]
+    return start_epoch, start_epoch + (max(ends) if ends else 0.0)
+
+
+def output_tokens_of(records: Iterable[Any]) -> int:
+    return sum(r.output_tokens for r in records if getattr(r, "ok", False))
+
+
+__all__ = ["summarize_gpus", "summarize_server", "energy_over", "client_latencies", "window_of",
+           "output_tokens_of", "LOAD", "READY"]
