@@ -15,6 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 from infermeter.errors import UserError
 
 SENSITIVE_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
+# Any header whose name says it carries a credential is redacted too (X-Auth-Token, X-Secret, ...).
+_SENSITIVE_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|credential|signature", re.I)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 
 
 def api_key_from(env_name: str | None, key_file: str | None = None) -> str | None:
@@ -24,10 +27,30 @@ def api_key_from(env_name: str | None, key_file: str | None = None) -> str | Non
         except OSError as exc:
             raise UserError(f"cannot read --api-key-file {key_file!r}: {exc.strerror}",
                             "give a readable file that holds only the key") from None
-        return value or None
+        return _checked_key(value, f"--api-key-file {key_file!r}")
     if env_name:
-        return os.environ.get(env_name) or None
+        return _checked_key((os.environ.get(env_name) or "").strip(), f"${env_name}")
     return None
+
+
+def _checked_key(value: str, where: str) -> str | None:
+    if not value:
+        return None
+    if any(not ch.isprintable() or ch.isspace() for ch in value):  # the key itself is never shown
+        raise UserError(f"the API key in {where} contains spaces or control characters",
+                        "store only the key, on one line")
+    return value
+
+
+def check_headers(headers: dict[str, str]) -> None:
+    """Header names must be tokens and values one printable line (no CR/LF injection)."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise UserError(f"--header name {name!r} is not a valid HTTP header name",
+                            "use letters, digits and '-', e.g. --header 'X-Team: infra'")
+        if any(not ch.isprintable() and ch != "\t" for ch in value):
+            raise UserError(f"--header {name!r} has a value with control characters (CR/LF?)",
+                            "give the value on one line")
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:
@@ -39,11 +62,16 @@ def parse_headers(items: list[str]) -> dict[str, str]:
         if not sep or not name.strip():
             raise UserError(f"--header {item!r} is not NAME: VALUE", "write e.g. --header 'X-Team: infra'")
         headers[name.strip()] = value.strip()
+    check_headers(headers)
     return headers
 
 
 def redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: ("<redacted>" if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
+    return {k: ("<redacted>" if is_sensitive_header(k) else v) for k, v in headers.items()}
+
+
+def is_sensitive_header(name: str) -> bool:
+    return name.lower() in SENSITIVE_HEADERS or bool(_SENSITIVE_NAME.search(name))
 
 
 def redact_url(url: str) -> str:
@@ -66,9 +94,11 @@ def redact_argv(argv: list[str]) -> list[str]:
     hide_next = False
     for arg in argv:
         if hide_next:
-            name = arg.partition(":")[0]
-            out.append(f"{name}: <redacted>" if ":" in arg else "<redacted>")
+            out.append(_redact_header_arg(arg))
             hide_next = False
+            continue
+        if arg.startswith("-H") and len(arg) > 2 and not arg.startswith("-H="):  # -H'Name: value'
+            out.append("-H" + _redact_header_arg(arg[2:]))
             continue
         flag, eq, value = arg.partition("=")
         if flag in _ARG_WITH_SECRET:
@@ -78,5 +108,17 @@ def redact_argv(argv: list[str]) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        out.append(redact_url(arg) if re.match(r"^[a-z]+://", arg) else arg)
+        out.append(_URL.sub(lambda m: redact_url(m.group(0)), arg))
     return out
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _redact_header_arg(arg: str) -> str:
+    """'Name: value' or 'Name=value' -> 'Name: <redacted>' (the value never survives)."""
+    name, sep, _value = arg.partition(":")
+    if "=" in name or not sep:
+        name, sep, _value = arg.partition("=")
+    return f"{name.strip()}: <redacted>" if sep else "<redacted>"
+

@@ -10,9 +10,10 @@ import os
 import sys
 
 import typer
+from pydantic import ValidationError
 from typer._click import exceptions as click_exc  # typer vendors click
 
-from infermeter.errors import UserError
+from infermeter.errors import UserError, safe_text, user_error_from_validation
 
 app = typer.Typer(
     name="infermeter",
@@ -29,6 +30,12 @@ app.add_typer(engine_app, name="engine")
 
 # Command modules register themselves on import.
 from infermeter.cli import engine_cmd, run_cmd  # noqa: E402,F401
+from infermeter.cli import merge_cmd, selfcheck_cmd  # noqa: E402,F401  (client fidelity: shards, self-check)
+from infermeter.cli import telemetry_cmd  # noqa: E402,F401  (GPU and server telemetry)
+from infermeter.cli import store_cmd, sweep_cmd  # noqa: E402,F401  (experiments: sweep, recipes, ls, show, import)
+from infermeter.cli import lint_cmd, serve_cmd  # noqa: E402,F401  (servers under test: serve, lint)
+from infermeter.cli import capacity_cmd  # noqa: E402,F401  (SLO capacity search)
+from infermeter.cli import report_cmd  # noqa: E402,F401  (reports: report, compare)
 
 EXIT_USAGE = 2
 
@@ -36,7 +43,8 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="infermeter", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit raised by a command.
+        rc = app(args=args, prog_name="infermeter", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
@@ -51,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         if ctx is not None and ctx.command_path:
             hint = f"see '{ctx.command_path} --help'"
         message = exc.format_message().replace("\n", " ")
-        print(f"infermeter: error: {message} — {hint}", file=sys.stderr)
+        print(f"infermeter: error: {safe_text(message)} — {hint}", file=sys.stderr)
         return EXIT_USAGE
-    except UserError as exc:
-        print(f"infermeter: error: {exc}", file=sys.stderr)
+    except UserError as exc:  # messages may quote a server: safe_text keeps them one inert line
+        print(f"infermeter: error: {safe_text(exc)}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:  # a RunSpec (or other settings model) refused a value
+        err = user_error_from_validation(exc)
+        print(f"infermeter: error: {safe_text(err)}", file=sys.stderr)
+        return err.exit_code
     except BrokenPipeError:  # output piped into e.g. head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -65,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, traceback on request
         if os.environ.get("INFERMETER_DEBUG"):
             raise
-        print(f"infermeter: internal error: {type(exc).__name__}: {exc} — this is a bug; rerun with "
+        print(f"infermeter: internal error: {type(exc).__name__}: {safe_text(exc, 300)} — this is a bug; rerun with "
               f"INFERMETER_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return 1
-    return 0
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

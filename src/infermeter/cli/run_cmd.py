@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infermeter.cli.main import app
 from infermeter.cli.progress import live_progress
 from infermeter.cli.summary import print_summary
-from infermeter.errors import UserError
+from infermeter.errors import UserError, safe_text
 from infermeter.runner.spec import RunSpec
 from infermeter.secrets import parse_headers
 
@@ -85,6 +87,9 @@ def run(
     engine_parallel: Annotated[int, Opt("--engine-parallel", help="Embedded engine's continuous-batching slots")] = 8,
     engine_ctx_size: Annotated[Optional[int], Opt("--engine-ctx-size")] = None,
     json_summary: Annotated[bool, Opt("--json", help="Print the result JSON's metrics instead of a table")] = False,
+    shard: Annotated[Optional[str], Opt("--shard", help="Run slice i of N of the schedule (i from 0), e.g. 0/2; combine with 'infermeter merge'")] = None,
+    start_at: Annotated[Optional[float], Opt("--start-at", help="Wall-clock epoch (s) at which the measured window starts; give every shard the same")] = None,
+    workers: Annotated[int, Opt("--workers", help="Client processes, each running one shard on its own event loop; results merged")] = 1,
 ) -> None:
     """Benchmark one server (or the embedded llama-server) and save the results."""
     extra: dict = {}
@@ -113,6 +118,7 @@ def run(
         metric_percentiles=metric_percentiles, goodput=goodput, result_dir=result_dir,
         result_filename=result_filename, metadata=_kv(metadata, "--metadata"),
         save_generated_text=save_detailed, progress=not disable_tqdm,
+        shard=shard, start_at=start_at, workers=workers,
     )
     execute(spec, json_summary=json_summary)
 
@@ -123,8 +129,8 @@ def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
     console = Console(stderr=False, highlight=False)
     err = Console(stderr=True, highlight=False)
 
-    def log(msg: str) -> None:
-        err.print(f"[dim]{msg}[/dim]", markup=True, highlight=False)
+    def log(msg: str) -> None:  # messages may quote the server (model names): no markup, no escapes
+        err.print(f"[dim]{escape(safe_text(msg))}[/dim]", markup=True, highlight=False)
 
     def engine_progress(phase: str, done: int | None, total: int | None) -> None:
         if done is not None and total:
@@ -133,11 +139,25 @@ def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
             err.print(f"[dim]engine: {phase}[/dim]")
 
     use_uvloop()
-    report = execute_run(
-        spec, argv=["infermeter", *sys.argv[1:]],
-        progress=live_progress(err) if spec.progress else None,
-        engine_progress=engine_progress, log=log,
-    )
+    # SIGTERM outside the load (preflight, engine start) unwinds like Ctrl-C: servers
+    # are stopped, one line is printed, exit 130.  During the load the runner's own
+    # handler stops it gracefully and saves a partial result.
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        report = execute_run(
+            spec, argv=["infermeter", *sys.argv[1:]],
+            progress=live_progress(err) if spec.progress else None,
+            engine_progress=engine_progress, log=log,
+        )
+    except KeyboardInterrupt:  # outside the load (typer would turn it into a silent exit 130)
+        print("infermeter: interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if json_summary:
         keys = {k: v for k, v in report.result.items() if k not in ("input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter")}
         print(json.dumps(keys, indent=2))
@@ -154,6 +174,10 @@ EXIT_OK = 0
 EXIT_REQUEST_ERRORS = 5  # the run finished; some requests failed
 EXIT_STOPPED = 6  # a stop rule (--max-errors, --max-error-rate) ended the run early
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: completed requests and a partial result are saved
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def exit_code_for(result: dict) -> int:

@@ -6,14 +6,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from infermeter.errors import safe_text
 from infermeter.metrics.stats import pct_label
 
 
 def _safe(text: object) -> str:
     """Text from a server or a spec: no control sequences, no rich markup."""
-    s = str(text)
-    s = "".join(ch if ch.isprintable() or ch == " " else "?" for ch in s)
-    return escape(s)
+    return escape(safe_text(text))
 
 
 def print_summary(console: Console, result: dict, result_path: str, records_path: str) -> None:
@@ -61,6 +60,9 @@ def print_summary(console: Console, result: dict, result_path: str, records_path
     row("Client CPU (% of a core)", f"{100 * client['cpu_utilization']:.0f}")
     row("Event-loop lag mean / p99 (ms)", f"{client['loop_lag_mean_ms']:.3f} / {client['loop_lag_p99_ms']:.3f}")
     row("Client-bound", "YES" if client["client_bound"] else "no")
+    validity = im.get("validity")  # docs/validity.md
+    if validity:
+        row("Validity", validity["label"] + (f" ({'; '.join(validity['reasons'])})" if validity["reasons"] else ""))
     console.print(table)
     for w in im["warnings"]:
         console.print(f"[bold yellow]warning:[/bold yellow] {_safe(w)}")

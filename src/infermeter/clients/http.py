@@ -1,4 +1,9 @@
-"""The HTTP transport: sends one request and timestamps every read.
+"""The aiohttp HTTP transport (the fallback): sends one request and timestamps every read.
+
+The default transport is ``clients/fasthttp.py`` (``asyncio.Protocol``, the
+read stamped in ``data_received``); ``INFERMETER_TRANSPORT=aiohttp`` selects
+this one.  Here a read is stamped when the task reading the response
+resumes, one loop iteration after the bytes arrived.
 
 This is the request hot path.  It takes a timestamp, hands the bytes to the
 connection, and appends ``(perf_counter(), bytes)`` for each read; it parses

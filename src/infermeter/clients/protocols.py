@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.sse import OversizedEvent, parse_events
+from infermeter.clients.sse import OversizedEvent, SSEEvent, iter_event_blocks, parse_block
 from infermeter.runner.records import RequestRecord
 from infermeter.workloads.base import Prompt
 
@@ -44,6 +44,7 @@ def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:
     rec.headers = raw.headers
     rec.end = raw.end
     rec.status = raw.status
+    rec.retry_after = raw.retry_after
     if raw.retries:
         rec.anomalies.append("resent on a fresh connection: the server had closed the kept-alive one")
     if raw.error is not None:
@@ -68,6 +69,17 @@ def _fail(rec: RequestRecord, cls: ErrorClass, detail: str) -> None:
     if rec.error is None:  # the first failure is the cause
         rec.error = cls.value
         rec.error_detail = detail[:500]
+
+
+def _events(raw: RawExchange, rec: RequestRecord) -> list[SSEEvent]:
+    """The stream's events; an oversized one fails the request, keeping the events (timings) before it."""
+    events: list[SSEEvent] = []
+    try:
+        for t, block, terminated in iter_event_blocks(raw.times, raw.chunks):
+            events.append(parse_block(t, block, terminated))
+    except OversizedEvent as exc:
+        _fail(rec, ErrorClass.OVERSIZED, str(exc))
+    return events
 
 
 class OpenAIProtocol(Protocol):
@@ -110,11 +122,7 @@ class OpenAIProtocol(Protocol):
         if not opts.stream:
             self._interpret_whole(raw, rec)
             return
-        try:
-            events = parse_events(raw.times, raw.chunks)
-        except OversizedEvent as exc:
-            _fail(rec, ErrorClass.OVERSIZED, str(exc))
-            return
+        events = _events(raw, rec)
         parts: list[str] = []
         done = False
         usage_seen = False
@@ -239,11 +247,7 @@ class TGIProtocol(Protocol):
             rec.output_events = 1
             rec.ok = rec.error is None
             return
-        try:
-            events = parse_events(raw.times, raw.chunks)
-        except OversizedEvent as exc:
-            _fail(rec, ErrorClass.OVERSIZED, str(exc))
-            return
+        events = _events(raw, rec)
         parts: list[str] = []
         final = False
         for ev in events:

@@ -8,11 +8,13 @@ between the load generator and the system under test.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import math
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from infermeter.clients.protocols import Protocol, RequestOptions
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
 from infermeter.runner.monitor import ClientStats, LoopMonitor
 from infermeter.runner.records import RequestRecord
+from infermeter.runner.shard import sleep_until_epoch
 from infermeter.workloads.base import Prompt
 
 
@@ -69,7 +72,11 @@ class RunOutcome:
     transport_notes: list[str] = field(default_factory=list)
 
 
+SPIN_S = 0.0015  # open loop: the last stretch before an arrival is waited out by yielding, not by a timer
+STOP_CHECK_S = 0.25  # gaps longer than this wait on the stop event
+
 RecordSink = Callable[[RequestRecord], None]
+StartGate = Callable[[], Awaitable[float]]  # returns the wall-clock epoch to start at
 
 
 class LoadRunner:
@@ -87,9 +94,21 @@ class LoadRunner:
         stop_policy: StopPolicy | None = None,
         counters: Counters | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        indices: Sequence[int] | None = None,
+        offsets: Sequence[float] | None = None,
+        start_at: float | StartGate | None = None,
     ) -> None:
         if len(prompts) != plan.num_requests:
             raise ValueError("one prompt per planned request")
+        # A shard runs a slice of a larger plan: ``indices`` are the global
+        # request numbers of ``prompts`` and ``offsets`` their global send times.
+        self._indices = list(indices) if indices is not None else range(plan.num_requests)
+        if len(self._indices) != plan.num_requests:
+            raise ValueError("one global index per planned request")
+        self._offsets = None if offsets is None else np.asarray(offsets, dtype=float)
+        if self._offsets is not None and len(self._offsets) != plan.num_requests:
+            raise ValueError("one send offset per planned request")
+        self.start_at = start_at
         self.transport = transport
         self.protocol = protocol
         self.options = options
@@ -107,6 +126,11 @@ class LoadRunner:
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
         self._origin = 0.0
+        self._backlog: collections.deque[tuple[RequestRecord, RawExchange]] = collections.deque()
+        self._backlog_scheduled = False
+        self._drained: asyncio.Future | None = None
+        self.backlog_max = 0  # most completed responses waiting to be interpreted at once
+        self._tag_requests = getattr(transport, "request_id_header", None) is not None
 
     # -- one request ---------------------------------------------------------
     async def _request(self, rec: RequestRecord, body: bytes, slot: asyncio.Semaphore | None) -> RequestRecord:
@@ -118,18 +142,69 @@ class LoadRunner:
                     if self._stop.is_set():
                         raise asyncio.CancelledError
                     self.counters.sent += 1
-                    await self.transport.post(self.protocol.stream_path, body, raw)
+                    await self._post(body, raw, rec)
             else:
                 self.counters.sent += 1
-                await self.transport.post(self.protocol.stream_path, body, raw)
+                await self._post(body, raw, rec)
         except asyncio.CancelledError:
             if raw.error is None:
                 raw.error = ErrorClass.CANCELLED
                 raw.error_detail = self._stop_reason or "the run was stopped"
             if raw.end is None:
                 raw.end = time.perf_counter()
-        self._finish(rec, raw)
+        self._finish_later(rec, raw)
         return rec
+
+    def _post(self, body: bytes, raw: RawExchange, rec: RequestRecord):
+        if self._tag_requests:
+            return self.transport.post(self.protocol.stream_path, body, raw, request_id=rec.index)
+        return self.transport.post(self.protocol.stream_path, body, raw)
+
+    # -- completed responses, interpreted between reads ----------------------
+    # Interpreting a response (SSE framing, one JSON decode per event) costs
+    # far more than receiving it.  Done inline, every response that completes
+    # in one loop iteration would be parsed back to back; with many streams
+    # finishing together (a closed loop of equal lengths) that blocks the loop
+    # for a long time, and every read arriving meanwhile is stamped late.  So
+    # completed exchanges queue up, and the queue is worked in slices of
+    # about ``FINISH_SLICE_S`` (at least one response), one slice per loop
+    # iteration: between slices the loop polls the sockets and stamps reads.
+    FINISH_SLICE_S = 0.0003
+
+    def _finish_later(self, rec: RequestRecord, raw: RawExchange) -> None:
+        self._backlog.append((rec, raw))
+        if len(self._backlog) > self.backlog_max:
+            self.backlog_max = len(self._backlog)
+        if not self._backlog_scheduled:
+            self._backlog_scheduled = True
+            asyncio.get_running_loop().call_soon(self._work_backlog)
+
+    def _work_backlog(self) -> None:
+        backlog = self._backlog
+        clock = time.perf_counter
+        deadline = clock() + self.FINISH_SLICE_S
+        while backlog:
+            rec, raw = backlog.popleft()
+            self._finish(rec, raw)
+            if clock() >= deadline:
+                break
+        if backlog:
+            asyncio.get_running_loop().call_soon(self._work_backlog)
+            return
+        self._backlog_scheduled = False
+        waiter = self._drained
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _drain(self) -> None:
+        """Wait until every completed exchange has been interpreted."""
+        while self._backlog or self._backlog_scheduled:
+            self._drained = asyncio.get_running_loop().create_future()
+            if not self._backlog_scheduled:
+                self._backlog_scheduled = True
+                asyncio.get_running_loop().call_soon(self._work_backlog)
+            await self._drained
+        self._drained = None
 
     def _finish(self, rec: RequestRecord, raw: RawExchange) -> None:
         # Off the byte path: the response is complete, parse it now.
@@ -170,11 +245,12 @@ class LoadRunner:
             for i, p in enumerate(self.warmup_prompts)
         ]
         await asyncio.gather(*(self._request(r, b, slot) for r, b in zip(recs, self._warmup_bodies)))
+        await self._drain()
         return recs
 
     def _new_record(self, i: int, scheduled: float) -> RequestRecord:
         p = self.prompts[i]
-        return RequestRecord(index=i, warmup=False, scheduled=scheduled, input_len=p.input_len,
+        return RequestRecord(index=self._indices[i], warmup=False, scheduled=scheduled, input_len=p.input_len,
                              requested_output_len=p.output_len)
 
     async def _measured(self) -> list[RequestRecord]:
@@ -188,6 +264,7 @@ class LoadRunner:
             await self._closed_loop(records)
         else:
             await self._open_loop(records)
+        await self._drain()
         return [r for r in records if r is not None]
 
     async def _closed_loop(self, records: list) -> None:
@@ -212,7 +289,7 @@ class LoadRunner:
 
     async def _open_loop(self, records: list) -> None:
         plan = self.plan
-        offsets = arrival_offsets(plan, self.seed)
+        offsets = self._offsets if self._offsets is not None else arrival_offsets(plan, self.seed)
         slot = asyncio.Semaphore(plan.max_concurrency) if plan.max_concurrency else None
         clock = time.perf_counter
         origin = self._origin
@@ -229,12 +306,17 @@ class LoadRunner:
                 tasks.append(loop.create_task(self._request(rec, self._bodies[i], slot)))
                 i += 1
             if i < n:
+                # The loop's timers are coarse (uvloop: 1 ms), so sleep to just
+                # short of the next arrival, then yield iteration by iteration
+                # (reads go on being served) until it is due.
                 delay = offsets[i] - (clock() - origin)
-                if delay > 0:
+                if delay > STOP_CHECK_S:  # a long gap: wake early if the run is stopped
                     try:
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                        await asyncio.wait_for(self._stop.wait(), timeout=delay - SPIN_S)
                     except asyncio.TimeoutError:
                         pass
+                elif delay > SPIN_S:
+                    await asyncio.sleep(delay - SPIN_S)
                 else:
                     await asyncio.sleep(0)
         await self._wait_or_stop(tasks)
@@ -261,17 +343,38 @@ class LoadRunner:
 
     async def run(self) -> RunOutcome:
         warm = await self._warmup()
+        start_at = self.start_at
+        if start_at is not None and not isinstance(start_at, (int, float)):
+            start_at = await start_at()  # e.g. a worker waiting for its siblings
         monitor = LoopMonitor()
         gc.collect()
         gc.freeze()  # objects made so far are never scanned again during the window
+        if start_at is not None:
+            self.counters.phase = "waiting"
+            self._origin = await sleep_until_epoch(float(start_at))
+            start_epoch = float(start_at)
+        else:
+            self._origin = time.perf_counter()
+            start_epoch = time.time()
+        # Fewer, later collections in the window: the hot path allocates
+        # containers (events, records) at a high rate, and each young-generation
+        # collection is a pause every read waiting meanwhile is stamped after.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
+        gc_pauses = _GcPauses()
+        gc.callbacks.append(gc_pauses)
         monitor.start()
-        self._origin = time.perf_counter()
-        start_epoch = time.time()
         try:
             records = await self._measured()
         finally:
             client = await monitor.stop()
+            gc.callbacks.remove(gc_pauses)
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
+        client.gc_pause_total_ms = gc_pauses.total * 1e3
+        client.gc_pause_max_ms = gc_pauses.longest * 1e3
+        client.gc_collections = gc_pauses.count
+        client.finish_backlog_max = self.backlog_max
         records.sort(key=lambda r: r.index)
         duration = _duration(records)
         lags = [r.dispatch_lag for r in records if r.dispatch_lag is not None]
@@ -281,6 +384,28 @@ class LoadRunner:
             client.dispatch_lag_max_ms = float(arr.max())
         return RunOutcome(records=records, warmup_records=warm, start_epoch=start_epoch,
                           duration=duration, client=client, stopped_early=self._stop_reason)
+
+
+GC_YOUNG_THRESHOLD = int(os.environ.get("INFERMETER_GC_THRESHOLD", "50000"))
+
+
+class _GcPauses:
+    """Counts the garbage collector's pauses (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.total = self.longest = 0.0
+        self.count = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            d = time.perf_counter() - self._t0
+            self.total += d
+            self.count += 1
+            if d > self.longest:
+                self.longest = d
 
 
 def _duration(records: Sequence[RequestRecord]) -> float:

@@ -24,6 +24,7 @@ class RequestRecord:
     end: float | None = None  # last byte arrived (or the failure was seen)
     token_times: list[float] = field(default_factory=list)  # arrival of each content-carrying event
     status: int | None = None  # HTTP status
+    retry_after: str | None = None  # the Retry-After header of an error response (429/503), as sent
     ok: bool = False
     error: str | None = None  # error class, see infermeter.clients.base.ErrorClass
     error_detail: str | None = None

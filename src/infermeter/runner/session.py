@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from infermeter.clients.backends import get_backend, protocol_for
-from infermeter.clients.http import HttpTransport
+from infermeter.clients.fasthttp import make_transport
 from infermeter.clients.protocols import RequestOptions, make_protocol
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, make_plan
 from infermeter.metrics.compute import GoodputSLO, compute, parse_metric_names, parse_percentiles
 from infermeter.runner.engine import Counters, LoadRunner, StopPolicy
+from infermeter.runner.limits import ensure_open_files
 from infermeter.runner.monitor import judge_client
+from infermeter.runner.shard import Shard, check_start_at
 from infermeter.runner.spec import RunSpec
 from infermeter.runner.target import probe_target
 from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
@@ -49,7 +51,12 @@ ProgressFactory = Callable[[Counters], contextlib.AbstractAsyncContextManager]
 def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
                 progress: ProgressFactory | None = None,
                 engine_progress: Callable[[str, int | None, int | None], None] | None = None,
-                log: Callable[[str], None] = lambda msg: None) -> RunReport:
+                log: Callable[[str], None] = lambda msg: None,
+                start_gate: Callable[[], Any] | None = None) -> RunReport:
+    if spec.workers > 1:  # N processes, one shard each, merged into one result
+        from infermeter.runner.workers import run_workers
+
+        return run_workers(spec, argv=argv, log=log)
     backend = get_backend(spec.backend)
     endpoint = spec.endpoint or backend.default_endpoint
     kind = protocol_for(endpoint)
@@ -60,7 +67,20 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
     percentiles = parse_percentiles(spec.metric_percentiles)
     metric_names = parse_metric_names(spec.percentile_metrics)
     goodput = GoodputSLO.parse(spec.goodput) if spec.goodput else None
-    _check_spec(spec)
+    spec.check()  # again: model_copy(update=...) skips validation
+    shard = Shard.parse(spec.shard) if spec.shard else None
+    global_plan = plan
+    if shard is not None:
+        plan = shard.local_plan(global_plan)
+    check_start_at(spec.start_at)
+    width = min(plan.max_concurrency or plan.num_requests, plan.num_requests)
+    note = ensure_open_files(width, strict=plan.mode is not LoadMode.RATE or plan.max_concurrency is not None,
+                             what=(f"--max-concurrency {width}" if plan.max_concurrency
+                                   else f"{width} requests in flight at once"))
+    if note:
+        log(note)
+    # A wrong --tokenizer path fails here, before any server is started or contacted.
+    tokenizer = load_tokenizer(spec.tokenizer, trust_remote_code=spec.trust_remote_code) if spec.tokenizer else None
 
     with _target(spec, log, engine_progress) as (base_url, engine):
         if engine is not None:
@@ -77,13 +97,19 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
                             "pass --model NAME")
         tokenizer_id = spec.tokenizer or (str(engine.tokenizer_dir) if engine else (spec.model or model))
         log(f"tokenizer: {tokenizer_id}")
-        tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=spec.trust_remote_code)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=spec.trust_remote_code)
         chat = kind == "openai-chat"
         wspec = spec_from_run(spec)
         prompts = make_prompts(wspec, tokenizer, spec.num_prompts, spec.seed, chat)
         warm = (make_prompts(wspec, tokenizer, spec.warmup_requests, spec.seed + WARMUP_SEED_OFFSET, chat)
                 if spec.warmup_requests else [])
         _check_context(prompts, info.max_model_len)
+        shard_args: dict[str, Any] = {"start_at": start_gate or spec.start_at}
+        if shard is not None:  # the same global prompts and schedule; this shard's slice of them
+            shard_args.update(indices=shard.indices(len(prompts)), offsets=shard.offsets(global_plan, spec.seed))
+            prompts = [prompts[i] for i in shard.indices(len(prompts))]
+            warm = [warm[i] for i in shard.indices(len(warm))]
 
         options = RequestOptions(model=model, stream=spec.stream,
                                  ignore_eos=spec.ignore_eos and backend.ignore_eos and kind != "tgi",
@@ -101,7 +127,7 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
         try:
             outcome = asyncio.run(_drive(
                 spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
-                progress, tokenizer))
+                progress, tokenizer, shard_args))
         finally:
             writer.close()
         server_log = engine.log_path if engine else None
@@ -135,25 +161,32 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
         percentiles=percentiles, percentile_metrics=metric_names, warnings=warnings,
         records_file=records_path.name, metadata=spec.metadata, command=redact_argv(argv or []),
     )
+    if shard is not None:
+        result["infermeter"]["shard"] = shard.to_dict(global_plan)
+    from infermeter.metrics.validity import assess  # VALID/INVALID label (docs/validity.md)
+
+    result["infermeter"]["validity"] = assess(result, outcome.records)
     write_json_atomic(result_path, result)
     return RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
 
 
 async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
-                 progress, tokenizer: Tokenizer):
+                 progress, tokenizer: Tokenizer, shard_args: dict | None = None):
     try:
         import uvloop  # noqa: F401  (installed on Linux; the loop policy is set by the caller)
     except ImportError:
         pass
     width = plan.max_concurrency or plan.num_requests
-    transport = HttpTransport(base_url, headers=headers, max_connections=min(max(width, 1), 65536),
-                              request_timeout=spec.request_timeout, stall_timeout=spec.stall_timeout)
+    transport = make_transport(base_url, headers=headers, max_connections=min(max(width, 1), 65536),
+                               request_timeout=_seconds(spec.request_timeout),
+                               stall_timeout=_seconds(spec.stall_timeout))
     async with transport:
         runner = LoadRunner(transport, protocol, options, plan, prompts, warm, seed=spec.seed,
                             sink=writer, counters=counters,
                             stop_policy=StopPolicy(spec.max_errors, spec.max_error_rate),
-                            count_tokens=lambda text: len(tokenizer.encode(text)))
+                            count_tokens=lambda text: len(tokenizer.encode(text)), **(shard_args or {}))
         loop = asyncio.get_running_loop()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted (Ctrl-C)")
             loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "terminated (SIGTERM)")
@@ -169,6 +202,9 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
                 loop.remove_signal_handler(signal.SIGTERM)
+            with contextlib.suppress(ValueError, TypeError):  # asyncio leaves SIG_DFL: restore the caller's
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -192,34 +228,12 @@ def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
 
 def spec_from_run(spec: RunSpec):
     """The workload spec named by the run's dataset flags."""
-    from infermeter import workloads as w
-
-    name = spec.dataset_name
-    if name == "sonnet":
-        return w.SonnetSpec(input_len=spec.sonnet_input_len, output_len=spec.sonnet_output_len,
-                            prefix_len=spec.sonnet_prefix_len)
-    if name == "random":
-        return w.RandomSpec(input_len=spec.random_input_len, output_len=spec.random_output_len,
-                            range_ratio=spec.random_range_ratio, prefix_len=spec.random_prefix_len)
-    if name in ("sharegpt", "jsonl", "custom"):
-        if not spec.dataset_path:
-            raise UserError(f"--dataset-name {name} needs --dataset-path", "give the path of the dataset file")
-        if name == "sharegpt":
-            return w.ShareGPTSpec(path=spec.dataset_path, output_len=spec.sharegpt_output_len)
-        return w.JsonlSpec(path=spec.dataset_path, output_len=spec.sharegpt_output_len)
-    raise UserError(f"--dataset-name {name!r} is not known", "use sonnet, random, sharegpt or jsonl")
+    return spec.workload_spec()
 
 
-def _check_spec(spec: RunSpec) -> None:
-    if spec.request_timeout is not None and spec.request_timeout <= 0:
-        raise UserError(f"--request-timeout {spec.request_timeout:g} must be positive", "give seconds > 0")
-    if spec.stall_timeout is not None and spec.stall_timeout <= 0:
-        raise UserError(f"--stall-timeout {spec.stall_timeout:g} must be positive", "give seconds > 0")
-    if spec.max_error_rate is not None and not 0 <= spec.max_error_rate <= 1:
-        raise UserError(f"--max-error-rate {spec.max_error_rate:g} must be between 0 and 1",
-                        "give a fraction, e.g. 0.05")
-    if spec.max_errors is not None and spec.max_errors < 0:
-        raise UserError(f"--max-errors {spec.max_errors} is negative", "give 0 or more")
+def _seconds(value: float | None) -> float | None:
+    """A timeout for the transport: inf means none."""
+    return None if value is None or math.isinf(value) else value
 
 
 def _check_context(prompts, max_model_len: int | None) -> None:
@@ -238,7 +252,8 @@ def _result_stem(spec: RunSpec, backend: str, model: str) -> str:
     rate = "inf" if math.isinf(spec.request_rate) else f"{spec.request_rate:g}"
     conc = f"-concurrency{spec.max_concurrency}" if spec.max_concurrency else ""
     safe_model = model.replace("/", "_").replace(":", "_")
-    return f"{backend}-{rate}qps{conc}-{safe_model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    shard = f"-shard{spec.shard.replace('/', 'of')}" if spec.shard else ""
+    return f"{backend}-{rate}qps{conc}-{safe_model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{shard}"
 
 
 def _warnings(spec, plan, metrics, outcome, backend, kind) -> list[str]:
@@ -253,7 +268,10 @@ def _warnings(spec, plan, metrics, outcome, backend, kind) -> list[str]:
                    "different servers may not do equal work")
     if metrics["failed"]:
         classes = ", ".join(f"{k} {v}" for k, v in sorted(metrics["errors_by_class"].items()))
-        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed ({classes})")
+        first = next((r for r in outcome.records if not r.ok and r.error), None)
+        example = f"; first: {first.error}: {(first.error_detail or '')[:200]}" if first else ""
+        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed "
+                   f"({classes}){example}")
     if outcome.stopped_early:
         out.append(f"stopped early: {outcome.stopped_early}")
     for name, ps in metrics["unsupported_percentiles"].items():

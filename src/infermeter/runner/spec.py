@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from infermeter.errors import UserError
+
+MAX_COUNT = 100_000_000  # requests, warm-ups: more is a typo, not a benchmark
+MAX_TOKENS = 10_000_000  # prompt/output lengths in tokens
+MAX_CONCURRENCY = 1_000_000
 
 
 class RunSpec(BaseModel):
@@ -51,6 +58,10 @@ class RunSpec(BaseModel):
     max_concurrency: int | None = None
     warmup_requests: int = 0
     seed: int = 0
+    # sharding (runner/shard.py) and worker processes (runner/workers.py)
+    shard: str | None = None  # "i/N": this process runs slice i of N of the schedule
+    start_at: float | None = None  # wall-clock epoch at which the measured window starts
+    workers: int = 1  # worker processes, each running one shard; results merged
     # request shaping
     ignore_eos: bool = False
     temperature: float | None = 0.0
@@ -75,3 +86,88 @@ class RunSpec(BaseModel):
 
     def uses_embedded_engine(self) -> bool:
         return self.base_url is None and self.host is None and self.port is None
+
+    @model_validator(mode="after")
+    def _validate(self) -> "RunSpec":
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Judge every value that can be judged without a server; a bad one raises a
+        ``UserError`` naming its flag (pydantic passes it through unchanged)."""
+        from infermeter.clients.backends import get_backend
+        from infermeter.load.schedule import make_plan
+        from infermeter.metrics.compute import GoodputSLO, parse_metric_names, parse_percentiles
+        from infermeter.secrets import check_headers
+
+        ints = {"num_prompts": MAX_COUNT, "warmup_requests": MAX_COUNT, "max_concurrency": MAX_CONCURRENCY,
+                "engine_parallel": 4096, "engine_ctx_size": MAX_TOKENS, "max_errors": MAX_COUNT,
+                "sonnet_input_len": MAX_TOKENS, "sonnet_output_len": MAX_TOKENS,
+                "sonnet_prefix_len": MAX_TOKENS, "random_input_len": MAX_TOKENS,
+                "random_output_len": MAX_TOKENS, "random_prefix_len": MAX_TOKENS,
+                "sharegpt_output_len": MAX_TOKENS, "seed": 2**63 - 1, "top_k": 2**31 - 1}
+        for name, limit in ints.items():
+            value = getattr(self, name)
+            if value is not None and abs(value) > limit:
+                flag = "--" + name.replace("_", "-")
+                shown = value if abs(value) < 10**30 else ("-" if value < 0 else "") + "1e30+"
+                raise UserError(f"{flag} {shown} is out of range", f"pass a value between 0 and {limit}")
+        get_backend(self.backend)
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https"):
+                raise UserError(f"--base-url {self.base_url!r} has no http:// or https:// scheme",
+                                "write it as http://HOST:PORT")
+            if not parts.hostname:
+                raise UserError(f"--base-url {self.base_url!r} has no host", "write it as http://HOST:PORT")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise UserError(f"--port {self.port} is not a TCP port", "pass a port between 1 and 65535")
+        if self.engine_parallel < 1:
+            raise UserError(f"--engine-parallel {self.engine_parallel} must be at least 1",
+                            "pass --engine-parallel N with N >= 1")
+        if self.engine_ctx_size is not None and self.engine_ctx_size < 1:
+            raise UserError(f"--engine-ctx-size {self.engine_ctx_size} must be at least 1",
+                            "pass a context size in tokens, or leave it out for the model's own")
+        make_plan(self.num_prompts, self.request_rate, self.max_concurrency, self.burstiness, self.arrival,
+                  self.warmup_requests)
+        if self.seed < 0:
+            raise UserError(f"--seed {self.seed} must be a whole number >= 0", "pass --seed 0 or more")
+        if self.temperature is not None and not 0 <= self.temperature < math.inf:
+            raise UserError(f"--temperature {self.temperature:g} must be 0 or more", "pass e.g. --temperature 0")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p {self.top_p:g} must be in (0, 1]", "pass e.g. --top-p 0.9")
+        if self.top_k is not None and self.top_k < -1:
+            raise UserError(f"--top-k {self.top_k} must be -1 (off) or more", "pass e.g. --top-k 50")
+        for flag, value in (("--request-timeout", self.request_timeout), ("--stall-timeout", self.stall_timeout)):
+            if value is not None and not value > 0:
+                raise UserError(f"{flag} {value:g} must be positive", "give seconds > 0")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise UserError(f"--max-errors {self.max_errors} is negative", "give 0 or more")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise UserError(f"--max-error-rate {self.max_error_rate:g} must be between 0 and 1",
+                            "give a fraction, e.g. 0.05")
+        parse_percentiles(self.metric_percentiles)
+        parse_metric_names(self.percentile_metrics)
+        if self.goodput:
+            GoodputSLO.parse(self.goodput)
+        check_headers(self.headers)
+        self.workload_spec()
+
+    def workload_spec(self):
+        """The workload spec named by the run's dataset flags."""
+        from infermeter import workloads as w
+
+        name = self.dataset_name
+        if name == "sonnet":
+            return w.SonnetSpec(input_len=self.sonnet_input_len, output_len=self.sonnet_output_len,
+                                prefix_len=self.sonnet_prefix_len)
+        if name == "random":
+            return w.RandomSpec(input_len=self.random_input_len, output_len=self.random_output_len,
+                                range_ratio=self.random_range_ratio, prefix_len=self.random_prefix_len)
+        if name in ("sharegpt", "jsonl", "custom"):
+            if not self.dataset_path:
+                raise UserError(f"--dataset-name {name} needs --dataset-path", "give the path of the dataset file")
+            if name == "sharegpt":
+                return w.ShareGPTSpec(path=self.dataset_path, output_len=self.sharegpt_output_len)
+            return w.JsonlSpec(path=self.dataset_path, output_len=self.sharegpt_output_len)
+        raise UserError(f"--dataset-name {name!r} is not known", "use sonnet, random, sharegpt or jsonl")

@@ -48,22 +48,27 @@ async def probe_target(base_url: str, backend: Backend, protocol: str, model: st
         if status in (401, 403):
             raise TargetError(f"{redact_url(base_url)} refused the request with HTTP {status}",
                               "set the API key (--api-key-env NAME, default OPENAI_API_KEY)")
+        # The server's answer is data: odd types are ignored, never a crash.
         if isinstance(body, dict) and protocol != "tgi":
-            entries = body.get("data") or []
+            entries = body.get("data") if isinstance(body.get("data"), list) else []
             info.served_models = [str(e.get("id")) for e in entries if isinstance(e, dict) and e.get("id")]
-            lens = [e.get("max_model_len") for e in entries if isinstance(e, dict) and e.get("max_model_len")]
-            info.max_model_len = int(lens[0]) if lens else None
+            lens = [_positive_int(e.get("max_model_len")) for e in entries if isinstance(e, dict)]
+            info.max_model_len = next((n for n in lens if n), None)
         elif isinstance(body, dict):
             info.server_info = body
             if body.get("model_id"):
                 info.served_models = [str(body["model_id"])]
-            if body.get("max_input_tokens") or body.get("max_total_tokens"):
-                info.max_model_len = int(body.get("max_total_tokens") or body.get("max_input_tokens"))
-            info.server_version = body.get("version")
+            info.max_model_len = (_positive_int(body.get("max_total_tokens"))
+                                  or _positive_int(body.get("max_input_tokens")))
+            version = body.get("version")
+            info.server_version = version if isinstance(version, str) else None
         if model is not None and info.served_models and model not in info.served_models \
                 and protocol != "tgi":
+            names = ", ".join(info.served_models[:10])
+            if len(info.served_models) > 10:
+                names += f", ... ({len(info.served_models)} in all)"
             raise TargetError(
-                f"model {model!r} is not served at {redact_url(base_url)} (it serves: {', '.join(info.served_models)})",
+                f"model {model!r} is not served at {redact_url(base_url)} (it serves: {names})",
                 "pass --model (or --served-model-name) with one of those names")
         if backend.version_path and info.server_version is None:
             try:
@@ -76,6 +81,16 @@ async def probe_target(base_url: str, backend: Backend, protocol: str, model: st
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 pass
     return info
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if n > 0 else None
 
 
 def _version_of(data: Any) -> str | None:

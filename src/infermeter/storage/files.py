@@ -30,7 +30,10 @@ class RecordWriter:
 
     def __call__(self, rec: RequestRecord) -> None:
         line = orjson.dumps(rec.to_json(keep_text=self.keep_text), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-        os.write(self._fd, line)  # one write(2) of a whole line: O_APPEND keeps lines whole
+        n = os.write(self._fd, line)  # one write(2) of a whole line: O_APPEND keeps lines whole
+        while n < len(line):  # a short write (rare: a signal, a nearly full disk): finish the line
+            line = line[n:]
+            n = os.write(self._fd, line)
         self.count += 1
 
     def close(self) -> None:

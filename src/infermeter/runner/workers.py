@@ -1,0 +1,162 @@
+"""``--workers N``: N client processes, each with its own event loop and one shard of the schedule.
+
+One Python event loop saturates one core; a load that needs more is split
+into shards (see ``runner/shard.py``), one per process.  Each worker prepares
+everything (prompts, connections, warm-up), reports ready, and waits for the
+common start epoch the parent hands out once all are ready, so every shard's
+measured window starts at the same wall-clock time.  Workers stream their
+records to their own JSONL files (records never cross a pipe on the hot
+path); the parent merges them (``storage/merge.py``) into the one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from infermeter.errors import UserError
+from infermeter.runner.spec import RunSpec
+
+START_MARGIN_S = 0.2  # between the last worker reporting ready and the common start
+READY_TIMEOUT_S = 600.0  # a worker that takes longer to prepare (prompts, warm-up) is given up on
+
+
+def _worker_main(spec: RunSpec, conn, argv: list[str]) -> None:  # pragma: no cover - runs in a child
+    from infermeter.cli.run_cmd import use_uvloop
+    from infermeter.runner.session import execute_run
+
+    async def gate() -> float:
+        conn.send(("ready", None))
+        kind, value = await asyncio.to_thread(conn.recv)
+        if kind != "start":
+            raise UserError("the parent process stopped the run before it started")
+        return float(value)
+
+    try:
+        use_uvloop()
+        report = execute_run(spec, argv=argv, start_gate=gate)
+        message = ("done", str(report.result_path))
+    except UserError as exc:
+        message = ("error", (type(exc).__name__, exc.problem, exc.fix, exc.exit_code))
+    except BaseException as exc:
+        message = ("error", ("internal", f"{type(exc).__name__}: {exc}", None, 1))
+    try:
+        conn.send(message)
+        conn.close()
+    except OSError:  # the parent is gone or gave up on us
+        pass
+
+
+def validate(spec: RunSpec) -> None:
+    if spec.workers < 1:
+        raise UserError(f"--workers {spec.workers} must be at least 1", "pass --workers N with N >= 1")
+    if spec.workers == 1:
+        return
+    if spec.shard:
+        raise UserError("--workers and --shard do not combine",
+                        "shard across hosts with --shard, or across cores of one host with --workers")
+    if spec.uses_embedded_engine():
+        raise UserError("--workers needs a server to point at", "pass --base-url (the embedded engine runs one client)")
+    if spec.workers > spec.num_prompts:
+        raise UserError(f"--workers {spec.workers} exceeds --num-prompts {spec.num_prompts}",
+                        "use fewer workers than requests")
+    if spec.max_concurrency is not None and spec.workers > spec.max_concurrency:
+        raise UserError(f"--workers {spec.workers} exceeds --max-concurrency {spec.max_concurrency}",
+                        "use at most one worker per concurrent request")
+
+
+def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
+    """Run ``spec`` in ``spec.workers`` processes and merge their shards; returns a RunReport."""
+    from infermeter.runner.session import RunReport, _result_stem
+    from infermeter.storage.merge import merge_files
+    from infermeter.runner.shard import check_start_at
+
+    validate(spec)
+    check_start_at(spec.start_at)
+    n = spec.workers
+    result_dir = Path(spec.result_dir)
+    stem = Path(spec.result_filename).stem if spec.result_filename else \
+        _result_stem(spec, spec.backend, (spec.served_model_name or spec.model or "model"))
+    result_path = result_dir / (spec.result_filename or f"{stem}.json")
+    shard_dir = result_dir / f"{stem}.shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    ctx = multiprocessing.get_context("spawn")
+    conns, procs = [], []
+    for i in range(n):
+        child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
+                                        "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
+                                        "start_at": None})
+        parent_end, child_end = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or [])),
+                           name=f"infermeter-worker-{i}", daemon=True)
+        proc.start()
+        child_end.close()
+        conns.append(parent_end)
+        procs.append(proc)
+    log(f"{n} worker processes started; waiting for them to prepare")
+    try:
+        _wait_all(conns, procs, "ready", READY_TIMEOUT_S)
+        start_at = spec.start_at if spec.start_at is not None else time.time() + START_MARGIN_S
+        for c in conns:
+            c.send(("start", start_at))
+        log(f"measured window starts at epoch {start_at:.3f}")
+        paths = _wait_all(conns, procs, "done", None)
+    finally:
+        for c in conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    result, records_path = merge_files([Path(p) for p in paths], result_path)
+    result["infermeter"]["workers"] = n
+    result["infermeter"]["shards_dir"] = os.path.relpath(shard_dir, result_path.parent)
+    from infermeter.storage.files import write_json_atomic
+
+    write_json_atomic(result_path, result)
+    return RunReport(result=result, result_path=result_path, records_path=records_path)
+
+
+def _wait_all(conns, procs, want: str, timeout: float | None) -> list:
+    """One ``want`` message from every worker; the first error (or death) ends the wait with it."""
+    from multiprocessing.connection import wait
+
+    got: dict[int, object] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while len(got) < len(conns):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if left == 0.0:
+            raise UserError(f"{len(conns) - len(got)} worker(s) not {want} after {timeout:.0f} s",
+                            "check the server and the machine's load")
+        pending = [c for i, c in enumerate(conns) if i not in got]
+        try:
+            ready = wait(pending, timeout=1.0 if left is None else min(left, 1.0))
+        except KeyboardInterrupt:
+            continue  # the workers got the signal too; they stop and report what they have
+        for c in ready:
+            i = conns.index(c)
+            try:
+                kind, value = c.recv()
+            except EOFError:
+                procs[i].join(timeout=5)
+                raise UserError(f"worker {i} exited without a result (exit code {procs[i].exitcode})",
+                                "rerun with --workers 1 to see its error") from None
+            if kind == "error":
+                name, problem, fix, code = value
+                err = UserError(f"worker {i}: {problem}", fix)
+                err.exit_code = code
+                raise err
+            got[i] = value
+        for i, p in enumerate(procs):
+            if i not in got and not p.is_alive() and p.exitcode not in (None, 0):
+                if not conns[i].poll():
+                    raise UserError(f"worker {i} died (exit code {p.exitcode})", "rerun with --workers 1 to see why")
+    return [got[i] for i in range(len(conns))]

@@ -1,0 +1,295 @@
+"""Merge the results of shards (``--shard i/N``, ``--workers N``) into one result.
+
+Statistics are recomputed from the pooled per-request records of every shard
+(their ``.records.jsonl`` files), never averaged from per-shard summaries:
+a percentile of the union is not the mean of the shards' percentiles.
+
+Times: each shard's record times are relative to its own measured-window
+origin, whose wall-clock time is its ``infermeter.start_epoch``.  Records are
+moved onto the earliest shard's origin (``t + start_epoch_k - min start_epoch``),
+so shards started with one ``--start-at`` need no shift at all.  Throughput
+divides by the common window: earliest send to latest end over all shards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+from infermeter.errors import UserError
+from infermeter.load.schedule import LoadMode, LoadPlan
+from infermeter.metrics.compute import GoodputSLO, compute
+from infermeter.runner.engine import RunOutcome, _duration
+from infermeter.runner.monitor import ClientStats
+from infermeter.runner.records import RequestRecord
+from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
+from infermeter.storage.result import build_result
+
+# Warnings that are recomputed from the merged records (the rest are carried over once).
+_RECOMPUTED = re.compile(r"^(UNEQUAL WORK|\d+ of \d+ requests failed|CLIENT-BOUND|sends ran late|"
+                         r"(ttft|tpot|itl|e2el): p.* rest on too few samples)")
+_VLLM_OWN_KEYS = {"date", "backend", "model_id", "tokenizer_id", "num_prompts", "request_rate", "burstiness",
+                  "max_concurrency", "completed", "failed", "duration", "total_input_tokens",
+                  "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
+                  "total_token_throughput", "input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter"}
+
+
+def find_results(paths: Sequence[str | Path]) -> list[Path]:
+    """Result JSON files named directly, or found (not recursively) in named folders."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.glob("*.json")):
+                if _is_result(f) and not _is_merged(f):  # an earlier merge in the folder is not a shard
+                    found.append(f)
+        elif p.is_file():
+            if not _is_result(p):
+                raise UserError(f"{p} is not an infermeter result JSON", "name the .json files 'infermeter run' wrote")
+            found.append(p)
+        else:
+            raise UserError(f"{p} does not exist", "name result JSON files or folders holding them")
+    unique = sorted(set(f.resolve() for f in found))
+    if not unique:
+        raise UserError("no result JSON files found in " + ", ".join(map(str, paths)),
+                        "name the folders or .json files written by 'infermeter run --shard i/N'")
+    return unique
+
+
+def _is_result(path: Path) -> bool:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("infermeter"), dict) and "start_epoch" in data["infermeter"]
+
+
+def _is_merged(path: Path) -> bool:
+    return "merged_from" in orjson.loads(path.read_bytes())["infermeter"]
+
+
+def _plan_from_dict(d: dict) -> LoadPlan:
+    rate = d["request_rate"]
+    return LoadPlan(mode=LoadMode(d["mode"]), num_requests=int(d["num_requests"]),
+                    request_rate=math.inf if rate == "inf" else float(rate),
+                    max_concurrency=d.get("max_concurrency"), burstiness=float(d.get("burstiness", 1.0)),
+                    arrival=d.get("arrival", "none"), warmup_requests=int(d.get("warmup_requests", 0)))
+
+
+def load_shard(path: Path) -> tuple[dict, list[RequestRecord]]:
+    result = orjson.loads(Path(path).read_bytes())
+    name = result["infermeter"].get("records_file")
+    if not name:
+        raise UserError(f"{path} names no records file", "merge needs the per-request records of every shard")
+    rpath = Path(path).with_name(name)
+    if not rpath.exists():
+        raise UserError(f"{rpath} (the records of {path}) is missing",
+                        "keep each shard's .records.jsonl next to its result JSON")
+    records = [r for r in read_records(rpath) if not r.warmup]
+    return result, records
+
+
+def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: Sequence[str] = ()) -> tuple[dict, list[RequestRecord]]:
+    """One result (same form as a run's) and the merged records, from shard results and their records."""
+    if not shards:
+        raise UserError("nothing to merge", "name at least one result")
+    names = list(names) or [f"result {k}" for k in range(len(shards))]
+    results = [r for r, _ in shards]
+    first = results[0]
+    im0 = first["infermeter"]
+    notes: list[str] = []
+    _check_same_run(results, names, notes)
+
+    base = min(float(r["infermeter"]["start_epoch"]) for r in results)
+    merged: list[RequestRecord] = []
+    seen: dict[int, str] = {}
+    sources = []
+    for (result, records), name in zip(shards, names):
+        offset = float(result["infermeter"]["start_epoch"]) - base
+        for rec in records:
+            if rec.index in seen:
+                raise UserError(f"request {rec.index} appears in both {seen[rec.index]} and {name}",
+                                "merge each shard of a run once, and shards of one run only")
+            seen[rec.index] = name
+            if offset:
+                rec.shift(-offset)
+            merged.append(rec)
+        shard = result["infermeter"].get("shard")
+        sources.append({"file": name, "shard": f"{shard['index']}/{shard['count']}" if shard else None,
+                        "start_epoch": result["infermeter"]["start_epoch"], "offset_s": offset,
+                        "requests": len(records)})
+    merged.sort(key=lambda r: r.index)
+
+    plan = _merged_plan(results)
+    percentiles = list(im0["percentiles"])
+    slo = (im0.get("goodput") or {}).get("slo_ms")
+    goodput = GoodputSLO(dict(slo)) if slo else None
+    duration = _duration(merged)
+    metrics = compute(merged, duration, percentiles, goodput)
+    if goodput is not None:
+        metrics["goodput"] = {"slo_ms": goodput.limits_ms, "fraction_met": metrics.get("goodput_fraction")}
+    metrics["work"]["token_count_crosscheck"] = _merge_crosscheck(
+        [r["infermeter"]["work"].get("token_count_crosscheck") or {} for r in results])
+    client = _merge_client(results, names, merged, plan)
+    stopped = [f"{n}: {r['infermeter']['stopped_early']}" for r, n in zip(results, names)
+               if r["infermeter"].get("stopped_early")]
+    outcome = RunOutcome(records=merged, warmup_records=[], start_epoch=base, duration=duration, client=client,
+                         stopped_early="; ".join(stopped) or None)
+    warnings = _merged_warnings(results, metrics, client, plan) + notes
+    target = dict(im0["target"])
+    target["connection_notes"] = sorted({n for r in results for n in r["infermeter"]["target"].get("connection_notes", [])})
+    metadata = {k: v for k, v in first.items() if k not in _VLLM_OWN_KEYS}
+    out = build_result(
+        outcome=outcome, metrics=metrics, plan=plan, backend=first["backend"], model_id=first["model_id"],
+        tokenizer_id=first["tokenizer_id"], target=target, workload=im0["workload"], percentiles=percentiles,
+        percentile_metrics=im0["percentile_metrics"], warnings=warnings, records_file=None, metadata=metadata,
+        command=list(im0.get("provenance", {}).get("command", [])),
+    )
+    out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
+    out["infermeter"]["merged_from"] = sources
+    return out, merged
+
+
+def merge_files(paths: Sequence[str | Path], out_path: str | Path) -> tuple[dict, Path]:
+    """Merge result files (or folders of them) into ``out_path`` and its ``.records.jsonl``."""
+    files = find_results(paths)
+    out_path = Path(out_path)
+    files = [f for f in files if f != out_path.resolve()]  # re-merging into a folder of shards
+    shards = [load_shard(f) for f in files]
+    result, records = merge_shards(shards, names=[str(f) for f in files])
+    records_path = out_path.with_name(out_path.stem + ".records.jsonl")
+    if records_path.exists():
+        records_path.unlink()
+    with RecordWriter(records_path, keep_text=True) as writer:
+        for rec in records:
+            writer(rec)
+    result["infermeter"]["records_file"] = records_path.name
+    write_json_atomic(out_path, result)
+    return result, records_path
+
+
+def _check_same_run(results: list[dict], names: list[str], notes: list[str]) -> None:
+    first = results[0]
+    for r, n in zip(results[1:], names[1:]):
+        for key in ("model_id", "backend"):
+            if r.get(key) != first.get(key):
+                raise UserError(f"{n} has {key} {r.get(key)!r}, {names[0]} has {first.get(key)!r}",
+                                "merge only shards of one run")
+        if r["infermeter"]["target"].get("protocol") != first["infermeter"]["target"].get("protocol"):
+            raise UserError(f"{n} used another protocol than {names[0]}", "merge only shards of one run")
+    shards = [r["infermeter"].get("shard") for r in results]
+    if all(s is None for s in shards):
+        if len(results) > 1:
+            notes.append(f"merged {len(results)} results that are not shards of one run (no --shard): "
+                         "their loads were added up")
+        return
+    if any(s is None for s in shards):
+        raise UserError("some results are shards (--shard) and some are not", "merge the shards of one run only")
+    counts = {s["count"] for s in shards}
+    if len(counts) != 1:
+        raise UserError(f"shards of different splits ({', '.join(map(str, sorted(counts)))} shards)",
+                        "merge the shards of one run only")
+    count = counts.pop()
+    indices = [s["index"] for s in shards]
+    dup = sorted({i for i in indices if indices.count(i) > 1})
+    if dup:
+        raise UserError(f"shard {dup[0]}/{count} is given more than once", "name each shard's result once")
+    loads = {orjson.dumps(s["global_load"], option=orjson.OPT_SORT_KEYS) for s in shards}
+    seeds = {r["infermeter"]["workload"].get("seed") for r in results}
+    if len(loads) != 1 or len(seeds) != 1:
+        raise UserError("the shards were cut from different plans (load or seed differ)",
+                        "run every shard with the same load flags and --seed")
+    missing = sorted(set(range(count)) - set(indices))
+    if missing:
+        notes.append(f"INCOMPLETE: shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge; "
+                     "the result covers only part of the planned load")
+    epochs = {float(r["infermeter"]["start_epoch"]) for r in results}
+    if max(epochs) - min(epochs) > 1.0:
+        notes.append(f"the shards started {max(epochs) - min(epochs):.1f} s apart (no common --start-at): "
+                     "their loads overlapped only partly")
+
+
+def _merged_plan(results: list[dict]) -> LoadPlan:
+    shard = results[0]["infermeter"].get("shard")
+    if shard is not None:
+        return _plan_from_dict(shard["global_load"])
+    plans = [_plan_from_dict(r["infermeter"]["load"]) for r in results]
+    p = plans[0]
+    conc = [q.max_concurrency for q in plans]
+    rate = sum(q.request_rate for q in plans) if p.mode is LoadMode.RATE else p.request_rate
+    return LoadPlan(p.mode, sum(q.num_requests for q in plans), rate,
+                    sum(c for c in conc if c) if all(conc) else None, p.burstiness, p.arrival,
+                    sum(q.warmup_requests for q in plans))
+
+
+def _merge_crosscheck(parts: list[dict]) -> dict:
+    parts = [p for p in parts if p.get("checked")]
+    if not parts:
+        return {"checked": 0}
+    checked = sum(p["checked"] for p in parts)
+    out = dict(parts[0])
+    out.update(checked=checked, equal=sum(p["equal"] for p in parts),
+               mean_difference=sum(p["mean_difference"] * p["checked"] for p in parts) / checked)
+    return out
+
+
+def _merge_client(results: list[dict], names: list[str], records: list[RequestRecord], plan: LoadPlan) -> ClientStats:
+    cs = [r["infermeter"]["client"] for r in results]
+    samples = sum(int(c.get("loop_samples", 0)) for c in cs)
+    mean = (sum(c["loop_lag_mean_ms"] * c.get("loop_samples", 0) for c in cs) / samples) if samples else \
+        max(c["loop_lag_mean_ms"] for c in cs)
+    wall = max(c["wall_seconds"] for c in cs)
+    cpu = sum(c["cpu_seconds"] for c in cs)
+    stats = ClientStats(
+        loop_lag_mean_ms=mean,
+        loop_lag_p99_ms=max(c["loop_lag_p99_ms"] for c in cs),  # the worst shard: percentiles do not average
+        loop_lag_max_ms=max(c["loop_lag_max_ms"] for c in cs),
+        loop_samples=samples, cpu_seconds=cpu, wall_seconds=wall,
+        cpu_utilization=max(c["cpu_utilization"] for c in cs),  # of one core, the busiest process
+        max_rss_mib=max(c["max_rss_mib"] for c in cs),
+    )
+    if plan.mode is LoadMode.RATE:
+        lags = np.asarray([r.dispatch_lag for r in records if r.dispatch_lag is not None]) * 1e3
+        if lags.size:
+            stats.dispatch_lag_p99_ms = float(np.percentile(lags, 99))
+            stats.dispatch_lag_max_ms = float(lags.max())
+    reasons = [f"{n}: {why}" for c, n in zip(cs, names) for why in c.get("reasons", [])]
+    stats.reasons = reasons
+    stats.client_bound = any(c.get("client_bound") for c in cs)
+    extra: dict[str, Any] = {"processes": len(cs), "cpu_seconds_total": cpu}
+    for key in ("verdict",):
+        vals = [c.get(key) for c in cs if c.get(key)]
+        if vals:
+            extra[key] = vals
+    stats.__dict__["per_shard"] = [dict(c, file=n) for c, n in zip(cs, names)]
+    stats.__dict__.update(extra)
+    return stats
+
+
+def _merged_warnings(results: list[dict], metrics: dict, client: ClientStats, plan: LoadPlan) -> list[str]:
+    out: list[str] = []
+    work = metrics["work"]
+    if work.get("warning"):
+        out.append("UNEQUAL WORK: " + work["warning"])
+    carried: list[str] = []
+    for r in results:
+        for w in r["infermeter"].get("warnings", []):
+            if not _RECOMPUTED.match(w) and w not in carried:
+                carried.append(w)
+    out += carried
+    if metrics["failed"]:
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(metrics["errors_by_class"].items()))
+        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed ({classes})")
+    for name, ps in metrics["unsupported_percentiles"].items():
+        if ps:
+            out.append(f"{name}: p{', p'.join(ps)} rest on too few samples ({metrics['sample_counts'][name]}) "
+                       f"to differ from the maximum")
+    if client.client_bound:
+        out.append("CLIENT-BOUND: " + "; ".join(client.reasons))
+    if plan.mode is LoadMode.RATE and client.dispatch_lag_p99_ms and client.dispatch_lag_p99_ms > 1.0:
+        out.append(f"sends ran late: p99 dispatch lag {client.dispatch_lag_p99_ms:.2f} ms")
+    return out
