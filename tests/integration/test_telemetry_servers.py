@@ -21,9 +21,7 @@ from infermeter.engine.models import ensure_model
 from infermeter.engine.server import EmbeddedServer
 from infermeter.runner.session import execute_run
 from infermeter.runner.spec import RunSpec
-from infermeter.storage.files import read_records
 from infermeter.telemetry import TelemetrySession, read_series
-from infermeter.telemetry.summary import client_latencies, output_tokens_of, window_of
 
 pytestmark = [pytest.mark.integration]
 try:  # the first test may build llama-server (minutes)
@@ -50,6 +48,10 @@ async def _drive(url: str, model: str, requests: int, n_tokens: int) -> list[int
         return list(await asyncio.gather(*(_complete(session, url, model, n_tokens) for _ in range(requests))))
 
 
+# long enough that the load outlasts several 50 ms scrapes even on a quiet machine
+N_TOKENS = 400
+
+
 def test_llama_server_metrics_sampled_during_load(tmp_path):
     model = ensure_model("tiny")
     with EmbeddedServer(model, parallel=2, binary=ensure_llama_server()) as server:
@@ -59,11 +61,11 @@ def test_llama_server_metrics_sampled_during_load(tmp_path):
             assert avail.available, avail.reason
             tel.mark_phase("load")
             start = time.time()
-            tokens = asyncio.run(_drive(server.base_url, model.model_id, requests=4, n_tokens=24))
+            tokens = asyncio.run(_drive(server.base_url, model.model_id, requests=4, n_tokens=N_TOKENS))
             end = time.time()
             summary = tel.stop(window=(start, end), output_tokens=sum(tokens),
                                path=tmp_path / "llama.telemetry.jsonl")
-    assert tokens == [24] * 4
+    assert tokens == [N_TOKENS] * 4
     meta, samples = read_series(tmp_path / "llama.telemetry.jsonl")
     server_samples = [s for s in samples if s["kind"] == "server"]
     during = [s for s in server_samples if s["phase"] == "load"]
@@ -73,10 +75,10 @@ def test_llama_server_metrics_sampled_during_load(tmp_path):
     assert max(s["running"] for s in server_samples) <= 2
     # llama.cpp credits tokens when a request finishes; the scrape after the window has all of them
     first, last = server_samples[0], server_samples[-1]
-    assert last["generation_tokens"] - first["generation_tokens"] == 4 * 24
+    assert last["generation_tokens"] - first["generation_tokens"] == 4 * N_TOKENS
     w = summary["server"]["window"]
     assert summary["server"]["backend"] == "llama.cpp"
-    assert w["generation_tokens"] == 4 * 24 and w["max_running"] >= 1
+    assert w["generation_tokens"] == 4 * N_TOKENS and w["max_running"] >= 1
     assert w["prompt_tokens"] + w["prefix_hits"] == w["prefix_queries"] > 0
     assert w["bracket"]["exact"] is True
     assert meta["window"]["start_epoch"] == start
@@ -87,36 +89,17 @@ def test_llama_server_metrics_sampled_during_load(tmp_path):
     assert sm["errors"] == 0 and sm["samples"] == len(server_samples)
 
 
-def test_run_on_the_test_server_with_telemetry(test_server, tokenizer_dir, tmp_path, monkeypatch):
-    """What the proposed session.py hook does, around execute_run: the server's own
-    TTFT histogram over the measured window beside the client's, warm-up excluded."""
-    import infermeter.runner.session as session_mod
-
-    tel_ref: list[TelemetrySession] = []
-    real_drive = session_mod._drive
-
-    def drive(spec, base_url, headers, protocol, options, plan, prompts, warm, writer, *rest):
-        # the hook's one change inside the run: the record sink samples when the warm-up ends
-        return real_drive(spec, base_url, headers, protocol, options, plan, prompts, warm,
-                          tel_ref[0].sink(writer, len(warm)), *rest)
-
-    monkeypatch.setattr(session_mod, "_drive", drive)
+def test_run_on_the_test_server_with_telemetry(test_server, tokenizer_dir, tmp_path):
+    """execute_run samples the server's /metrics through the run: the server's own TTFT
+    histogram over the measured window beside the client's, warm-up excluded."""
     server = test_server(ttft_ms=40, itl_ms=2)
     spec = RunSpec(backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
                    dataset_name="random", random_input_len=16, random_output_len=8, ignore_eos=True,
-                   num_prompts=12, max_concurrency=3, warmup_requests=2, result_dir=str(tmp_path), progress=False)
-    with TelemetrySession.for_run(spec) as tel:
-        tel_ref.append(tel)
-        tel.interval = 0.05  # a short run: scrape often enough to land inside it
-        assert tel.attach_server(server.base_url, backend="vllm").available
-        tel.mark_phase("ready")
-        tel.mark_phase("load")
-        report = execute_run(spec)
-        records = list(read_records(report.records_path))
-        start = report.result["infermeter"]["start_epoch"]
-        summary = tel.stop(window=window_of(records, start), origin=start, output_tokens=output_tokens_of(records),
-                           client=client_latencies(records), warmup=True,
-                           path=tmp_path / "run.telemetry.jsonl")
+                   num_prompts=12, max_concurrency=3, warmup_requests=2, result_dir=str(tmp_path),
+                   result_filename="run.json", progress=False,
+                   telemetry_interval=0.05)  # a short run: scrape often enough to land inside it
+    report = execute_run(spec)
+    summary = report.result["infermeter"]["telemetry"]
     w = summary["server"]["window"]
     ttft = w["latency"]["ttft"]
     assert ttft["server"]["count"] == 12  # the two warm-up requests are outside the window
@@ -126,7 +109,7 @@ def test_run_on_the_test_server_with_telemetry(test_server, tokenizer_dir, tmp_p
     assert 35 <= ttft["server"]["mean_ms"] <= ttft["client"]["mean_ms"] + 5
     assert w["generation_tokens"] == 12 * 8
     assert 1 <= w["max_running"] <= 3
-    assert [p["name"] for p in summary["phases"]] == ["ready", "warmup", "load", "cooldown"]
+    assert [p["name"] for p in summary["phases"]][-3:] == ["warmup", "load", "cooldown"]
     _, samples = read_series(tmp_path / "run.telemetry.jsonl")
     assert any(s["phase"] == "warmup" for s in samples)
     assert all("_hist_text" not in s for s in samples)  # histograms parsed after the run

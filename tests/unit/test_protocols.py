@@ -1,5 +1,4 @@
 import orjson
-import pytest
 
 from infermeter.clients.base import ErrorClass, RawExchange
 from infermeter.clients.protocols import OpenAIProtocol, RequestOptions, TGIProtocol

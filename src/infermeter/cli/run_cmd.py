@@ -86,6 +86,9 @@ def run(
     engine_model: Annotated[str, Opt("--engine-model", help="Embedded engine's model: tiny, 1b, gemma3-270m")] = "tiny",
     engine_parallel: Annotated[int, Opt("--engine-parallel", help="Embedded engine's continuous-batching slots")] = 8,
     engine_ctx_size: Annotated[Optional[int], Opt("--engine-ctx-size")] = None,
+    no_telemetry: Annotated[bool, Opt("--no-telemetry", help="Do not sample GPU memory or the server's /metrics")] = False,
+    telemetry_gpu: Annotated[str, Opt("--telemetry-gpu", help="auto, none, nvml, nvidia-smi, amdsmi, amd-smi, rocm-smi, dcgm:URL or agent:URL")] = "auto",
+    telemetry_interval: Annotated[float, Opt("--telemetry-interval", help="Seconds between /metrics scrapes")] = 1.0,
     json_summary: Annotated[bool, Opt("--json", help="Print the result JSON's metrics instead of a table")] = False,
     shard: Annotated[Optional[str], Opt("--shard", help="Run slice i of N of the schedule (i from 0), e.g. 0/2; combine with 'infermeter merge'")] = None,
     start_at: Annotated[Optional[float], Opt("--start-at", help="Wall-clock epoch (s) at which the measured window starts; give every shard the same")] = None,
@@ -117,7 +120,8 @@ def run(
         max_error_rate=max_error_rate, percentile_metrics=percentile_metrics,
         metric_percentiles=metric_percentiles, goodput=goodput, result_dir=result_dir,
         result_filename=result_filename, metadata=_kv(metadata, "--metadata"),
-        save_generated_text=save_detailed, progress=not disable_tqdm,
+        save_generated_text=save_detailed, telemetry=not no_telemetry, telemetry_gpu=telemetry_gpu,
+        telemetry_interval=telemetry_interval, progress=not disable_tqdm,
         shard=shard, start_at=start_at, workers=workers,
     )
     execute(spec, json_summary=json_summary)

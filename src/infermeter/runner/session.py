@@ -31,6 +31,7 @@ from infermeter.runner.target import probe_target
 from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
 from infermeter.storage.files import RecordWriter, write_json_atomic
 from infermeter.storage.result import build_result
+from infermeter.telemetry import TelemetrySession
 from infermeter.workloads import make_prompts
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
 
@@ -82,9 +83,12 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
     # A wrong --tokenizer path fails here, before any server is started or contacted.
     tokenizer = load_tokenizer(spec.tokenizer, trust_remote_code=spec.trust_remote_code) if spec.tokenizer else None
 
-    with _target(spec, log, engine_progress) as (base_url, engine):
+    with (TelemetrySession.for_run(spec, log=log) as telemetry,  # GPU + /metrics sampling, off the hot path
+          _target(spec, log, engine_progress) as (base_url, engine)):
         if engine is not None:
             backend = get_backend("llama.cpp")
+        telemetry.attach_server(base_url, backend.name, engine=engine)
+        telemetry.mark_phase("ready")  # loaded, before any traffic
         headers = dict(spec.headers)
         key = api_key_from(spec.api_key_env, spec.api_key_file)
         if key:
@@ -124,12 +128,15 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
             records_path.unlink()  # a fresh run owns its records file
         counters = Counters()
         writer = RecordWriter(records_path, keep_text=spec.save_generated_text)
+        sink = telemetry.sink(writer, len(warm))  # samples again the moment the warm-up is over
+        telemetry.mark_phase("load")
         try:
             outcome = asyncio.run(_drive(
-                spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
+                spec, base_url, headers, protocol, options, plan, prompts, warm, sink, counters,
                 progress, tokenizer, shard_args))
         finally:
             writer.close()
+        telemetry_summary = telemetry.stop(outcome, path=result_path.with_name(result_path.stem + ".telemetry.jsonl"))
         server_log = engine.log_path if engine else None
         target = {
             "base_url": redact_url(base_url),
@@ -166,6 +173,7 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
     from infermeter.metrics.validity import assess  # VALID/INVALID label (docs/validity.md)
 
     result["infermeter"]["validity"] = assess(result, outcome.records)
+    result["infermeter"]["telemetry"] = telemetry_summary
     write_json_atomic(result_path, result)
     return RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
 

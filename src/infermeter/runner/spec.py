@@ -74,6 +74,10 @@ class RunSpec(BaseModel):
     # stop policy
     max_errors: int | None = None
     max_error_rate: float | None = None
+    # telemetry (docs/telemetry.md): GPU sampler and the server's /metrics, off the hot path
+    telemetry: bool = True
+    telemetry_gpu: str = "auto"
+    telemetry_interval: float = Field(1.0, gt=0)
     # metrics and output
     percentile_metrics: str = "ttft,tpot,itl,e2el"
     metric_percentiles: str = "50,90,95,99"
