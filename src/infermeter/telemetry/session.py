@@ -276,27 +276,13 @@ def _gpu_totals(gpus: dict[str, Any], output_tokens: int | None) -> dict[str, An
 def _write_series(path: Path, samples: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     """One JSON line per sample after a ``meta`` line; written to a temporary file and
     renamed, so a reader never sees half a series."""
-    import os
-    import tempfile
+    from infermeter.storage.files import write_bytes_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"kind": "meta", "schema": SERIES_SCHEMA, "origin_epoch": summary["origin_epoch"],
             "window": summary["window"], "phases": summary["phases"]}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(meta) + b"\n")
-            for s in samples:
-                fh.write(orjson.dumps(s, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    write_bytes_atomic(path, [orjson.dumps(meta) + b"\n",
+                              *(orjson.dumps(s, option=option) + b"\n" for s in samples)])
 
 
 def read_series(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
