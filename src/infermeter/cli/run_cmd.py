@@ -130,7 +130,8 @@ def run(
 def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
     from infermeter.runner.session import execute_run
 
-    console = Console(stderr=False, highlight=False)
+    # A pipe or file gets wide lines rather than rich's 80-column default.
+    console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
     err = Console(stderr=True, highlight=False)
 
     def log(msg: str) -> None:  # messages may quote the server (model names): no markup, no escapes
