@@ -20,6 +20,7 @@ from infermeter.experiments.recipes import recipe_data
 from infermeter.experiments.spec import spec_from_data
 from infermeter.experiments.store import Store
 from infermeter.experiments.sweep import run_sweep
+from infermeter.errors import UserError
 from infermeter.storage.files import read_records
 
 pytestmark = pytest.mark.integration
@@ -176,6 +177,43 @@ def test_quick_recipe_shrunk_against_the_embedded_engine(tmp_path):
     assert all((root / "cells" / r["cell_id"] / "server.log").stat().st_size > 0 for r in rows)
     assert len(list((root / "servers").glob("embedded-*.log"))) == 1
     print(f"shrunk quick recipe: {wall:.1f}s")
+
+
+def test_launch_target_starts_a_server_from_its_profile(tmp_path):
+    """A `launch:` target: the sweep starts llama-server through the llama.cpp launch
+    profile with explicit settings, runs the target's cells against it, and stops it."""
+    from infermeter.engine.build import ensure_llama_server
+    from infermeter.engine.models import ensure_model
+
+    model = ensure_model("tiny")
+    data = {
+        "name": "launched",
+        "output_dir": str(tmp_path / "launched"),
+        "targets": {"llamacpp": {"launch": {
+            "profile": "llama.cpp", "executable": str(ensure_llama_server()),
+            "settings": {"model": str(model.gguf), "served_model_name": model.model_id,
+                         "tokenizer": str(model.tokenizer_dir), "max_model_len": 512, "max_batch": 2}}}},
+        "workloads": {"tiny": {"dataset": "random", "random_input_len": 16, "random_output_len": 4}},
+        "load": {"burst": [3]},
+        "options": {"ignore_eos": True},
+    }
+    outcome = run_sweep(spec_from_data(data, "launched"))
+    assert outcome.complete and outcome.done == ["llamacpp.tiny.burst-3.r0"]
+    root = tmp_path / "launched"
+    (row,) = index_rows(root)
+    assert row["backend"] == "llama.cpp" and row["completed"] == 3 and row["total_output_tokens"] == 12
+    logs = list((root / "servers").glob("llamacpp-*.log"))
+    assert len(logs) == 1 and logs[0].stat().st_size > 0
+
+
+def test_launch_settings_are_validated_before_anything_runs(tmp_path):
+    data = {"name": "bad", "output_dir": str(tmp_path / "bad"),
+            "targets": {"v": {"launch": {"profile": "vllm", "settings": {"model": "m", "max_batchh": 4}}}},
+            "workloads": {"w": {"dataset": "random"}}, "load": {"burst": [1]}}
+    with pytest.raises(UserError) as err:
+        spec_from_data(data, "bad")
+    assert "max_batchh" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "bad").exists()
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:

@@ -102,15 +102,16 @@ def test_yaml_mistakes_are_one_line_with_a_position():
     assert "must be a YAML mapping" in error_of("- just\n- a list\n")
 
 
-def test_launch_targets_are_reserved(tmp_path, capsys):
-    spec = parse_spec(GOOD.replace("    url: http://127.0.0.1:8000\n", "    launch: {profile: vllm-mi300x}\n"))
-    assert spec.targets["vllm"].kind == "launch"
-    from infermeter.experiments.sweep import run_sweep
-
-    data = GOOD.replace("    url: http://127.0.0.1:8000\n", "    launch: {profile: vllm}\n")
-    with pytest.raises(UserError, match=r"targets\.vllm\.launch: launching servers"):
-        run_sweep(parse_spec(data + f"output_dir: {tmp_path / 'x'}\n"))
-    assert not (tmp_path / "x").exists()  # refused before anything was written
+def test_launch_targets_are_validated_with_the_servers_profiles():
+    launch = "    launch: {profile: vllm, settings: {model: m, tensor_parallel: 8, max_batch: 256}}\n"
+    spec = parse_spec(GOOD.replace("    url: http://127.0.0.1:8000\n", launch))
+    target = spec.targets["vllm"]
+    assert target.kind == "launch" and target.backend_name == "vllm"
+    assert target.launch.settings["tensor_parallel"] == 8
+    with pytest.raises(UserError, match=r"vllm-mi300x"):
+        parse_spec(GOOD.replace("    url: http://127.0.0.1:8000\n", "    launch: {profile: vllm-mi300x, settings: {model: m}}\n"))
+    with pytest.raises(UserError, match=r"targets\.vllm\.launch\.settings"):
+        parse_spec(GOOD.replace("    url: http://127.0.0.1:8000\n", "    launch: {profile: vllm}\n"))
 
 
 def test_cli_reports_spec_errors_in_one_line(tmp_path, capsys):

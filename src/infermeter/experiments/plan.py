@@ -100,7 +100,7 @@ def target_settings(spec: ExperimentSpec, target: str) -> dict[str, Any]:
     elif t.kind == "embedded":
         out["engine"] = t.embedded.model_dump()  # type: ignore[union-attr]
     else:
-        out["launch"] = t.launch
+        out["launch"] = t.launch.model_dump()  # type: ignore[union-attr]
     return out
 
 
@@ -181,6 +181,10 @@ def runspec_from_settings(settings: dict[str, Any], *, base_url: str, tokenizer:
     if t["kind"] == "url":
         fields.update(model=t.get("model"), served_model_name=t.get("served_model_name"),
                       tokenizer=t.get("tokenizer") or tokenizer, trust_remote_code=t.get("trust_remote_code", False))
+    elif t["kind"] == "launch":
+        server = t["launch"]["settings"]
+        fields.update(model=server.get("served_model_name") or server["model"],
+                      tokenizer=tokenizer or server.get("tokenizer") or server["model"])
     else:
         fields["tokenizer"] = tokenizer
     run.setdefault("request_rate", math.inf)

@@ -51,16 +51,36 @@ class EmbeddedConfig(_Strict):
     ctx_size: int | None = Field(default=None, ge=1)
 
 
-class TargetSpec(_Strict):
-    """A server under test: ``url`` (a running server) or ``embedded`` (infermeter starts one).
+class LaunchConfig(_Strict):
+    """A server infermeter starts from a launch profile (docs/servers.md) for this target's cells.
 
-    ``launch`` is reserved for server profiles (a later version starts vLLM/TGI/...
-    itself); it is accepted as an opaque mapping and refused when the sweep runs.
+    ``settings`` are the profile-independent ``ServerSettings`` (model, tensor_parallel,
+    max_model_len, memory_fraction, max_batch, ...): each profile maps them to its own flags.
     """
+
+    profile: str  # vllm, tgi, sglang, llama.cpp, transformers
+    settings: dict[str, Any]
+    vendor: str | None = None  # nvidia or amd (default: detected)
+    executable: str | None = None  # the program to run instead of the profile's default
+    startup_timeout_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "LaunchConfig":
+        from infermeter.servers import ServerSettings, get_profile
+
+        get_profile(self.profile)  # UserError naming the known profiles
+        ServerSettings(**self.settings)  # typos and bad values fail before anything runs
+        return self
+
+
+class TargetSpec(_Strict):
+    """A server under test: ``url`` (a running server), ``embedded`` (infermeter's own
+    llama-server) or ``launch`` (a vLLM/TGI/SGLang/llama.cpp/transformers server that
+    infermeter starts from a launch profile and stops after the target's cells)."""
 
     url: str | None = None
     embedded: EmbeddedConfig | None = None
-    launch: dict[str, Any] | None = None
+    launch: LaunchConfig | None = None
     backend: str | None = None  # None: vllm for url targets, llama.cpp for embedded ones
     endpoint: str | None = None
     model: str | None = None
@@ -109,6 +129,10 @@ class TargetSpec(_Strict):
     def backend_name(self) -> str:
         if self.embedded is not None:
             return "llama.cpp"
+        if self.launch is not None:
+            from infermeter.servers import get_profile
+
+            return self.backend or get_profile(self.launch.profile).backend
         return self.backend or "vllm"
 
 

@@ -88,10 +88,6 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
         raise UserError(f"--only {only!r} is not a target of experiment {spec.name}",
                         f"use one of: {', '.join(spec.targets)}")
     selected = [t for t in spec.targets if only is None or t == only]
-    for t in selected:
-        if spec.targets[t].kind == "launch":
-            raise UserError(f"targets.{t}.launch: launching servers from a profile is not available in this "
-                            "version", f"start the server yourself and give targets.{t}.url instead")
     store = Store(spec.resolved_output_dir)
     if store.exists() and not resume:
         raise UserError(f"{str(store.root)!r} already holds an experiment",
@@ -183,6 +179,9 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
     if t.kind == "url":
         yield _Runtime(base_url=str(t.url).rstrip("/"), tokenizer=None, server_log=None)
         return
+    if t.kind == "launch":
+        yield from _launched(t, target, store, ev)
+        return
     from infermeter.runner.embedded import EmbeddedEngine
 
     cfg = t.embedded
@@ -199,6 +198,22 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
             if log and Path(log).exists():
                 with contextlib.suppress(OSError):
                     copy_file(Path(log), store.root / "servers" / f"{target}-{int(started)}.log")
+
+
+def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtime]:
+    """Start the target's server from its launch profile; its log lives in the store."""
+    from infermeter.servers import LocalServer, ServerSettings
+
+    cfg = t.launch
+    settings = ServerSettings(**cfg.settings)
+    log_path = store.root / "servers" / f"{target}-{int(time.time())}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = LocalServer(cfg.profile, settings, vendor=cfg.vendor, executable=cfg.executable,
+                         log_path=log_path, startup_timeout=cfg.startup_timeout_s)
+    ev.log(f"{target}: starting {cfg.profile} ({settings.model})")
+    with server:
+        ev.log(f"{target}: ready at {server.base_url}")
+        yield _Runtime(base_url=server.base_url, tokenizer=settings.tokenizer, server_log=log_path)
 
 
 def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
