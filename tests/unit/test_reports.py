@@ -63,6 +63,19 @@ def test_memory_found_defensively():
         "1": {"ready": {"mem_used_bytes": 2 * 1048576}}}}}}}
     assert memory_of(gpus) == {"ready": 4.0, "peak": 3.0}
     assert memory_of({"infermeter": {"telemetry": None}}) == {}
+
+
+def test_memory_from_what_telemetry_really_writes():
+    """The shape a run's telemetry summary has, made by the telemetry package itself."""
+    from infermeter.telemetry.summary import summarize_gpus
+
+    gib = 1 << 30
+    samples = [{"kind": "gpu", "gpu": 0, "t": t, "phase": ph, "mem_used_bytes": m, "mem_total_bytes": 80 * gib}
+               for t, ph, m in [(0.0, "idle", 1 * gib), (1.0, "ready", 60 * gib), (2.0, "load", 75 * gib),
+                                (3.0, "cooldown", 70 * gib)]]
+    devices = summarize_gpus(samples, window=(1.5, 2.5), origin=1.5)
+    result = {"infermeter": {"telemetry": {"gpu": {"available": True, "devices": devices}}}}
+    assert memory_of(result) == {"ready": 60 * 1024.0, "peak": 75 * 1024.0}
     assert memory_of({}) == {}
 
 

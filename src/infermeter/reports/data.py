@@ -162,14 +162,32 @@ def error_messages_of(result: dict[str, Any], limit: int = 5) -> list[str]:
 _MIB = {"mib": 1.0, "mb": 1.0, "gib": 1024.0, "gb": 1024.0, "bytes": 1 / 1048576, "b": 1 / 1048576}
 
 
+def _sum_phases(gpus: dict[str, Any]) -> dict[str, float]:
+    """MiB after load and at peak, summed over the GPUs that have each phase."""
+    found: dict[str, float] = {}
+    for phase in ("ready", "peak"):
+        vals = [_num((g.get(phase) or {}).get("mem_used_bytes")) for g in gpus.values() if isinstance(g, dict)
+                and isinstance(g.get(phase), dict)]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            found[phase] = sum(vals) / 1048576
+    return found
+
+
 def memory_of(result: dict[str, Any]) -> dict[str, float]:
     """GPU memory after load ('ready') and at peak, in MiB, from ``infermeter.telemetry.summary``
     (looked for defensively: the telemetry section may be absent or shaped differently)."""
     tel = (result.get("infermeter") or {}).get("telemetry")
+    found: dict[str, float] = {}
+    # what a run writes (docs/telemetry.md): telemetry.gpu.devices.<gpu>.{ready,peak}.mem_used_bytes
+    devices = ((tel.get("gpu") or {}).get("devices") if isinstance(tel, dict) else None)
+    if isinstance(devices, dict) and devices:
+        summed = _sum_phases(devices)
+        if summed:
+            return summed
     summary = tel.get("summary") if isinstance(tel, dict) else None
     if not isinstance(summary, dict):
         return {}
-    found: dict[str, float] = {}
 
     def unit_of(key: str) -> float | None:
         k = key.lower()
@@ -192,12 +210,7 @@ def memory_of(result: dict[str, Any]) -> dict[str, float]:
     # per-GPU entries: {gpus: {key: {ready: {mem_used_bytes}, peak: {mem_used_bytes}}}} (summed over GPUs)
     gpus = summary.get("gpus")
     if isinstance(gpus, dict):
-        for phase in ("ready", "peak"):
-            vals = [_num((g.get(phase) or {}).get("mem_used_bytes")) for g in gpus.values() if isinstance(g, dict)
-                    and isinstance(g.get(phase), dict)]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                found[phase] = sum(vals) / 1048576
+        found.update(_sum_phases(gpus))
     return found
 
 
