@@ -29,7 +29,7 @@ engine_app = typer.Typer(help="The embedded engine (llama.cpp's llama-server) an
 app.add_typer(engine_app, name="engine")
 
 # Command modules register themselves on import.
-from infermeter.cli import engine_cmd, run_cmd  # noqa: E402,F401
+from infermeter.cli import engine_cmd, run_cmd, shards_cmd  # noqa: E402,F401
 from infermeter.cli import merge_cmd, selfcheck_cmd  # noqa: E402,F401  (client fidelity: shards, self-check)
 from infermeter.cli import telemetry_cmd  # noqa: E402,F401  (GPU and server telemetry)
 from infermeter.cli import store_cmd, sweep_cmd  # noqa: E402,F401  (experiments: sweep, recipes, ls, show, import)
