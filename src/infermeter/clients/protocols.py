@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.sse import OversizedEvent, SSEEvent, iter_event_blocks, parse_block
+from infermeter.clients.sse import OversizedEvent, block_data, iter_event_blocks
 from infermeter.runner.records import RequestRecord
 from infermeter.workloads.base import Prompt
 
@@ -65,18 +65,24 @@ def _error_message(body: bytes) -> str:
     return str(obj)[:300]
 
 
+def _show(data: bytes) -> str:
+    """The start of an event's data for an error message."""
+    return repr(data[:120].decode("utf-8", errors="replace"))
+
+
 def _fail(rec: RequestRecord, cls: ErrorClass, detail: str) -> None:
     if rec.error is None:  # the first failure is the cause
         rec.error = cls.value
         rec.error_detail = detail[:500]
 
 
-def _events(raw: RawExchange, rec: RequestRecord) -> list[SSEEvent]:
-    """The stream's events; an oversized one fails the request, keeping the events (timings) before it."""
-    events: list[SSEEvent] = []
+def _events(raw: RawExchange, rec: RequestRecord) -> list[tuple[float, bytes | None]]:
+    """The stream's events as (time, data bytes); an oversized one fails the request,
+    keeping the events (timings) before it."""
+    events: list[tuple[float, bytes | None]] = []
     try:
-        for t, block, terminated in iter_event_blocks(raw.times, raw.chunks):
-            events.append(parse_block(t, block, terminated))
+        for t, block, _terminated in iter_event_blocks(raw.times, raw.chunks):
+            events.append((t, block_data(block)))
     except OversizedEvent as exc:
         _fail(rec, ErrorClass.OVERSIZED, str(exc))
     return events
@@ -127,23 +133,23 @@ class OpenAIProtocol(Protocol):
         done = False
         usage_seen = False
         text_key = "text"
-        for ev in events:
-            data = ev.data
+        token_times = rec.token_times
+        for t, data in events:
             if data is None:
                 continue  # comments, keep-alives, named pings
-            if data == "[DONE]":
+            if data == b"[DONE]":
                 done = True
                 continue
             try:
                 obj = orjson.loads(data)
             except ValueError:
-                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {data[:120]!r}")
+                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
                 continue
             if not isinstance(obj, dict):
-                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {data[:120]!r}")
+                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {_show(data)}")
                 continue
             if "error" in obj:
-                _fail(rec, ErrorClass.SERVER_ERROR, _error_message(data.encode()))
+                _fail(rec, ErrorClass.SERVER_ERROR, _error_message(data))
                 continue
             choices = obj.get("choices")
             if choices:
@@ -154,7 +160,7 @@ class OpenAIProtocol(Protocol):
                 else:
                     text = choice.get(text_key)
                 if text:
-                    rec.token_times.append(ev.time)
+                    token_times.append(t)
                     parts.append(text)
                 reason = choice.get("finish_reason")
                 if reason:
@@ -250,16 +256,16 @@ class TGIProtocol(Protocol):
         events = _events(raw, rec)
         parts: list[str] = []
         final = False
-        for ev in events:
-            if ev.data is None:
+        for t, data in events:
+            if data is None:
                 continue
             try:
-                obj = orjson.loads(ev.data)
+                obj = orjson.loads(data)
             except ValueError:
-                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {ev.data[:120]!r}")
+                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
                 continue
             if not isinstance(obj, dict):
-                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {ev.data[:120]!r}")
+                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {_show(data)}")
                 continue
             if "error" in obj:
                 cls = ErrorClass.OVERLOADED if obj.get("error_type") == "overloaded" else ErrorClass.SERVER_ERROR
@@ -267,7 +273,7 @@ class TGIProtocol(Protocol):
                 continue
             token = obj.get("token")
             if token is not None:
-                rec.token_times.append(ev.time)
+                rec.token_times.append(t)
                 if not token.get("special"):
                     parts.append(token.get("text") or "")
             if obj.get("generated_text") is not None:

@@ -47,21 +47,41 @@ def iter_event_blocks(
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf += chunk
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            block = buf[:end]
-            buf = buf[end + 2:]
-            if len(block) > max_event_bytes:
-                raise OversizedEvent(len(block), t)
-            if block.strip(b"\n"):
-                yield t, block.lstrip(b"\n"), True
+        if b"\n\n" in buf:
+            *blocks, buf = buf.split(b"\n\n")  # one split per read, whatever the events in it
+            for block in blocks:
+                if len(block) > max_event_bytes:
+                    raise OversizedEvent(len(block), t)
+                if block:
+                    if block[:1] == b"\n":
+                        block = block.lstrip(b"\n")
+                        if not block:
+                            continue
+                    yield t, block, True
         if len(buf) > max_event_bytes:
             raise OversizedEvent(len(buf), t)
     rest = buf.strip(b"\n")
     if rest:
         yield t, rest, False
+
+
+def block_data(block: bytes) -> bytes | None:
+    """The data of one event block, as bytes (None: no data lines).
+
+    The common case, a single ``data: ...`` line, takes one slice; anything
+    else goes through the full field parser.
+    """
+    if block[:5] == b"data:" and b"\n" not in block:
+        return block[6:] if block[5:6] == b" " else block[5:]
+    lines = []
+    for raw in block.split(b"\n"):
+        if raw[:4] != b"data" or raw[:1] == b":":
+            continue
+        name, sep, value = raw.partition(b":")
+        if name != b"data":
+            continue
+        lines.append(value[1:] if value[:1] == b" " else value)
+    return b"\n".join(lines) if lines else None
 
 
 def parse_block(time: float, block: bytes, terminated: bool = True) -> SSEEvent:

@@ -6,8 +6,10 @@ relative to the run's start; ``RunClock.epoch`` maps them to wall time.
 
 from __future__ import annotations
 
+import math
+from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Sequence, overload
 
 
 @dataclass(slots=True)
@@ -110,3 +112,152 @@ class RequestRecord:
 
 
 _FIELDS = tuple(RequestRecord.__dataclass_fields__)
+
+
+# -- compact storage for long runs -------------------------------------------
+# A RequestRecord costs about 0.8 KB in memory (an object, six float objects,
+# two lists, strings); kept for every request of a long run that grows the
+# client by ~0.8 GB per million requests.  Every record is written to the
+# .records.jsonl file the moment it finishes, so in memory the runner keeps
+# only what the metrics and the result need, in flat typed arrays: about
+# 120 bytes per request plus 8 bytes per token event.  Rare or variable
+# fields (errors, anomalies, Retry-After) are kept per row only where set;
+# the generated text only for the first KEEP_TEXT rows (what the token-count
+# cross-check samples), so memory does not grow with the output length.
+
+_NAN = float("nan")
+_FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end")
+_INT_COLS = ("index", "input_len", "requested_output_len", "status", "output_tokens_server",
+             "prompt_tokens_server", "output_tokens_client", "output_events")
+_NONE_INT = -(2 ** 62)  # stands for None in the integer columns
+_RARE = ("retry_after", "error", "error_detail", "anomalies")
+
+
+class RecordStore(Sequence[RequestRecord]):
+    """Finished records, compactly: a sequence of ``RequestRecord`` rebuilt on access.
+
+    ``append`` takes a finished record (it is not kept); indexing and iteration
+    give back equal ``RequestRecord`` objects (``generated_text`` only for the
+    first ``keep_text`` rows), in append order until ``sort_by_index``.
+    """
+
+    KEEP_TEXT = 1024
+
+    def __init__(self, keep_text: int | None = None) -> None:
+        self._f = {name: array("d") for name in _FLOAT_COLS}
+        self._i = {name: array("q") for name in _INT_COLS}
+        self._ok = bytearray()
+        self._warmup = bytearray()
+        self._tt = array("d")  # every record's token_times, back to back
+        self._tt_start = array("q", [0])  # row r's token times are _tt[_tt_start[r]:_tt_start[r + 1]]
+        self._finish_codes: dict[str | None, int] = {None: 0}
+        self._finish_names: list[str | None] = [None]
+        self._finish = array("I")
+        self._rare: dict[int, dict[str, Any]] = {}  # row -> the rare fields that are set
+        self._text: dict[int, str | None] = {}
+        self._keep_text = self.KEEP_TEXT if keep_text is None else keep_text
+        self._order: array | None = None  # row of each position, after sort_by_index
+
+    def append(self, rec: RequestRecord) -> None:
+        row = len(self._ok)
+        odd: dict[str, Any] = {}  # a value the typed column cannot hold exactly is kept as it is
+        for name, col in self._f.items():
+            v = getattr(rec, name)
+            if v is None or type(v) is not float or v != v:
+                col.append(_NAN)
+                if v is not None:
+                    odd[name] = v
+            else:
+                col.append(v)
+        for name, col in self._i.items():
+            v = getattr(rec, name)
+            if v is None or type(v) is not int or not -_NONE_INT > v > _NONE_INT:
+                col.append(_NONE_INT)
+                if v is not None:
+                    odd[name] = v
+            else:
+                col.append(v)
+        self._ok.append(1 if rec.ok else 0)
+        self._warmup.append(1 if rec.warmup else 0)
+        rare = {name: v for name in _RARE if (v := getattr(rec, name)) is not None}
+        if not rec.anomalies:  # the default, an empty list
+            rare.pop("anomalies", None)
+        rare.update(odd)
+        tt = rec.token_times
+        if all(type(t) is float for t in tt):
+            self._tt.extend(tt)
+        else:  # kept as given
+            rare["token_times"] = list(tt)
+        self._tt_start.append(len(self._tt))
+        code = self._finish_codes.get(rec.finish_reason)
+        if code is None:
+            code = self._finish_codes[rec.finish_reason] = len(self._finish_names)
+            self._finish_names.append(rec.finish_reason)
+        self._finish.append(code)
+        if rare:
+            self._rare[row] = rare
+        if row < self._keep_text and rec.generated_text is not None:
+            self._text[row] = rec.generated_text
+        if self._order is not None:
+            self._order.append(row)
+
+    def sort_by_index(self) -> None:
+        index = self._i["index"]
+        self._order = array("q", sorted(range(len(index)), key=index.__getitem__))
+
+    def _row(self, pos: int) -> int:
+        return pos if self._order is None else self._order[pos]
+
+    def _build(self, row: int) -> RequestRecord:
+        f, i = self._f, self._i
+        fv = [f[name][row] for name in _FLOAT_COLS]
+        iv = [i[name][row] for name in _INT_COLS]
+        kw: dict[str, Any] = {name: (None if math.isnan(v) else v) for name, v in zip(_FLOAT_COLS, fv)}
+        kw.update({name: (None if v == _NONE_INT else v) for name, v in zip(_INT_COLS, iv)})
+        rare = self._rare.get(row)
+        if rare:
+            kw.update(rare)
+            for name in ("anomalies", "token_times"):  # fresh lists: callers may mutate them
+                if name in rare:
+                    kw[name] = list(rare[name])
+        if "token_times" not in kw:
+            kw["token_times"] = self._tt[self._tt_start[row]:self._tt_start[row + 1]].tolist()
+        return RequestRecord(
+            warmup=bool(self._warmup[row]), ok=bool(self._ok[row]),
+            finish_reason=self._finish_names[self._finish[row]], generated_text=self._text.get(row), **kw)
+
+    def __len__(self) -> int:
+        return len(self._ok)
+
+    @overload
+    def __getitem__(self, pos: int) -> RequestRecord: ...
+    @overload
+    def __getitem__(self, pos: slice) -> list[RequestRecord]: ...
+
+    def __getitem__(self, pos):
+        if isinstance(pos, slice):
+            return [self[p] for p in range(*pos.indices(len(self)))]
+        n = len(self)
+        if pos < 0:
+            pos += n
+        if not 0 <= pos < n:
+            raise IndexError("record index out of range")
+        return self._build(self._row(pos))
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        for pos in range(len(self)):
+            yield self._build(self._row(pos))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (RecordStore, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- columns, for callers that want no objects -----------------------------
+    def column(self, name: str) -> list[float | None]:
+        """One timestamp column (``sent``, ``end``, ...), None where unset, in sequence order."""
+        col = self._f[name]
+        rows = range(len(self)) if self._order is None else self._order
+        return [None if math.isnan(v) else v for v in (col[r] for r in rows)]
