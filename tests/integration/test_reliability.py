@@ -419,3 +419,21 @@ def test_server_text_in_a_one_line_error_is_neutralised(tokenizer_dir, tmp_path,
     err = capsys.readouterr().err
     assert code == 3 and "is not served" in err
     assert "\x1b" not in err and "\x07" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("binary, words", [
+    ("missing", "is not an existing file"),
+    ("failing", "exited with status 1 while starting: boom"),
+])
+def test_embedded_engine_failure_is_one_line_exit_4(tmp_path, monkeypatch, capsys, binary, words):
+    if binary == "missing":
+        path = tmp_path / "no-such-llama-server"
+    else:
+        path = tmp_path / "fake-llama-server"
+        path.write_text('#!/bin/sh\necho "boom: failed to load model" >&2\nexit 1\n')
+        path.chmod(0o755)
+    monkeypatch.setenv("INFERMETER_LLAMA_SERVER", str(path))
+    code = main(["run", "--num-prompts", "2", "--disable-tqdm", "--result-dir", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("infermeter: error:")]
+    assert code == 4
+    assert len(err) == 1 and words in err[0]
