@@ -109,6 +109,14 @@ def main() -> int:
         hit = next((s for s in samples if s[1] >= target), samples[-1] if samples else None)
         if hit:
             print(f"RSS at {frac:>4.0%} ({hit[1]} records, t={hit[0]:.1f} s): {hit[2] / 1024:.1f} MiB")
+    done = [s for s in samples if s[1] >= n]
+    if done:
+        print(f"RSS after the last record (result building, {len(done)} samples): "
+              f"max {max(s[2] for s in done) / 1024:.1f} MiB")
+    during = [s for s in samples if 0 < s[1] < n]
+    if during:
+        print(f"RSS while records were written: min {min(s[2] for s in during) / 1024:.1f} MiB, "
+              f"max {max(s[2] for s in during) / 1024:.1f} MiB")
     peak = max(samples, key=lambda s: s[2]) if samples else None
     if peak:
         print(f"peak RSS {peak[2] / 1024:.1f} MiB at t={peak[0]:.1f} s ({peak[1]} records written)")

@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -92,23 +93,42 @@ def compute(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     goodput: GoodputSLO | None = None,
 ) -> dict:
-    """Every aggregate of one run, keyed as vLLM keys them (plus extras)."""
-    ok = [r for r in records if r.ok]
-    failed = [r for r in records if not r.ok]
+    """Every aggregate of one run, keyed as vLLM keys them (plus extras).
+
+    One pass over ``records``, keeping no record: the samples go to flat
+    float arrays (8 bytes each), so a long run's records (a RecordStore
+    rebuilds each on access) are never all in memory at once."""
+    n_ok = n_failed = 0
     dur = duration if duration > 0 else float("nan")
-    out_lens = [r.output_tokens for r in ok]
-    in_lens = [r.input_len for r in ok]
-    total_in = int(sum(in_lens))
+    out_lens: list[int] = []
+    total_in = 0
+    samples = {name: array("d") for name in METRICS}
+    errors: Counter = Counter()
+    good = 0
+    work = _WorkTally()
+    for r in records:
+        if not r.ok:
+            n_failed += 1
+            if r.error:
+                errors[r.error] += 1
+            continue
+        n_ok += 1
+        out_lens.append(r.output_tokens)
+        total_in += r.input_len
+        for name in ("ttft", "tpot", "e2el"):
+            value = getattr(r, name)
+            if value is not None:
+                samples[name].append(value)
+        samples["itl"].extend(r.itls)
+        if goodput is not None and goodput.met(r):
+            good += 1
+        work.add(r)
+    total_in = int(total_in)
     total_out = int(sum(out_lens))
-    samples = {
-        "ttft": [r.ttft for r in ok if r.ttft is not None],
-        "tpot": [r.tpot for r in ok if r.tpot is not None],
-        "itl": [g for r in ok for g in r.itls],
-        "e2el": [r.e2el for r in ok if r.e2el is not None],
-    }
+    ok = range(n_ok)  # only its length and truth are used below
     m: dict = {
-        "completed": len(ok),
-        "failed": len(failed),
+        "completed": n_ok,
+        "failed": n_failed,
         "duration": duration,
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,
@@ -117,7 +137,6 @@ def compute(
         "total_token_throughput": (total_in + total_out) / dur if ok else 0.0,
     }
     if goodput is not None:
-        good = sum(1 for r in ok if goodput.met(r))
         m["request_goodput"] = good / dur if ok else 0.0
         m["goodput_fraction"] = good / len(ok) if ok else 0.0
     counts: dict[str, int] = {}
@@ -134,9 +153,9 @@ def compute(
         name: [pct_label(p) for p in percentiles if 0 < counts[name] < min_samples_for(p)]
         for name in METRICS
     }
-    m["errors_by_class"] = dict(Counter(r.error for r in failed if r.error))
+    m["errors_by_class"] = dict(errors)
     m["output_len_stats"] = _length_stats(out_lens)
-    m["work"] = equal_work(ok)
+    m["work"] = work.result()
     return m
 
 
@@ -147,30 +166,48 @@ def _length_stats(values: Sequence[int]) -> dict:
     return {"min": int(arr.min()), "mean": float(arr.mean()), "max": int(arr.max())}
 
 
-def equal_work(ok: Sequence[RequestRecord]) -> dict:
+def equal_work(ok: Iterable[RequestRecord]) -> dict:
     """Did each request produce the tokens asked for? (server usage first)"""
-    asked = [r for r in ok if r.requested_output_len is not None]
-    short = [r for r in asked if r.output_tokens < r.requested_output_len]  # type: ignore[operator]
-    long_ = [r for r in asked if r.output_tokens > r.requested_output_len]  # type: ignore[operator]
-    requested = sum(r.requested_output_len for r in asked)  # type: ignore[misc]
-    produced = sum(r.output_tokens for r in asked)
-    exact = not short and not long_
-    warning = None
-    if asked and not exact:
-        warning = (f"{len(short) + len(long_)} of {len(asked)} requests did not produce the output length "
-                   f"asked for ({produced} tokens produced, {requested} asked): throughput and latency "
-                   f"are not comparable with runs that did equal work")
-    sources = Counter(
-        "server" if r.output_tokens_server is not None else
-        ("tokenizer" if r.output_tokens_client is not None else "events") for r in ok
-    )
-    return {
-        "requests_checked": len(asked),
-        "requested_output_tokens": requested,
-        "produced_output_tokens": produced,
-        "shorter_than_asked": len(short),
-        "longer_than_asked": len(long_),
-        "exact": exact,
-        "count_source": dict(sources),
-        "warning": warning,
-    }
+    tally = _WorkTally()
+    for r in ok:
+        tally.add(r)
+    return tally.result()
+
+
+class _WorkTally:
+    """equal_work's counts, one successful record at a time (keeps none)."""
+
+    def __init__(self) -> None:
+        self.asked = self.short = self.long = self.requested = self.produced = 0
+        self.sources: Counter = Counter()
+
+    def add(self, r: RequestRecord) -> None:
+        out = r.output_tokens
+        if r.requested_output_len is not None:
+            self.asked += 1
+            self.requested += r.requested_output_len
+            self.produced += out
+            if out < r.requested_output_len:
+                self.short += 1
+            elif out > r.requested_output_len:
+                self.long += 1
+        self.sources["server" if r.output_tokens_server is not None else
+                     ("tokenizer" if r.output_tokens_client is not None else "events")] += 1
+
+    def result(self) -> dict:
+        exact = not self.short and not self.long
+        warning = None
+        if self.asked and not exact:
+            warning = (f"{self.short + self.long} of {self.asked} requests did not produce the output length "
+                       f"asked for ({self.produced} tokens produced, {self.requested} asked): throughput and "
+                       f"latency are not comparable with runs that did equal work")
+        return {
+            "requests_checked": self.asked,
+            "requested_output_tokens": self.requested,
+            "produced_output_tokens": self.produced,
+            "shorter_than_asked": self.short,
+            "longer_than_asked": self.long,
+            "exact": exact,
+            "count_source": dict(self.sources),
+            "warning": warning,
+        }

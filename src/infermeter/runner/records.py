@@ -120,7 +120,7 @@ _FIELDS = tuple(RequestRecord.__dataclass_fields__)
 # client by ~0.8 GB per million requests.  Every record is written to the
 # .records.jsonl file the moment it finishes, so in memory the runner keeps
 # only what the metrics and the result need, in flat typed arrays: about
-# 120 bytes per request plus 8 bytes per token event.  Rare or variable
+# 130 bytes per request plus 8 bytes per token event.  Rare or variable
 # fields (errors, anomalies, Retry-After) are kept per row only where set;
 # the generated text only for the first KEEP_TEXT rows (what the token-count
 # cross-check samples), so memory does not grow with the output length.
@@ -260,4 +260,9 @@ class RecordStore(Sequence[RequestRecord]):
         """One timestamp column (``sent``, ``end``, ...), None where unset, in sequence order."""
         col = self._f[name]
         rows = range(len(self)) if self._order is None else self._order
-        return [None if math.isnan(v) else v for v in (col[r] for r in rows)]
+        return [v if v == v else self._odd(r, name) for r, v in ((r, col[r]) for r in rows)]
+
+    def _odd(self, row: int, name: str) -> Any:
+        """A value kept aside (not a float: None, an int, NaN) for a NaN slot of a float column."""
+        rare = self._rare.get(row)
+        return rare.get(name) if rare else None

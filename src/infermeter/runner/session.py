@@ -32,6 +32,7 @@ from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact
 from infermeter.storage.files import RecordWriter, write_json_atomic
 from infermeter.storage.result import build_result
 from infermeter.telemetry import TelemetrySession
+from infermeter.telemetry.summary import client_latencies, output_tokens_of, window_of
 from infermeter.workloads import make_prompts
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
 
@@ -136,7 +137,18 @@ def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
                 progress, tokenizer, shard_args))
         finally:
             writer.close()
-        telemetry_summary = telemetry.stop(outcome, path=result_path.with_name(result_path.stem + ".telemetry.jsonl"))
+        # What stop(outcome) would derive from the records, derived here by
+        # walking them (stop would list them all: a long run's records are
+        # kept compactly and rebuilt on access, so never all at once).
+        telemetry_path = result_path.with_name(result_path.stem + ".telemetry.jsonl")
+        if telemetry.enabled:
+            telemetry_summary = telemetry.stop(
+                path=telemetry_path, origin=outcome.start_epoch,
+                window=window_of(outcome.records, outcome.start_epoch),
+                output_tokens=output_tokens_of(outcome.records), client=client_latencies(outcome.records),
+                warmup=bool(outcome.warmup_records))
+        else:  # stop() then uses none of them
+            telemetry_summary = telemetry.stop(path=telemetry_path)
         server_log = engine.log_path if engine else None
         target = {
             "base_url": redact_url(base_url),

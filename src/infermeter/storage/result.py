@@ -52,11 +52,30 @@ def build_result(
     for key, value in metrics.items():
         if key in keep or key.endswith("_ms"):
             result[key] = value
-    result["input_lens"] = [r.input_len for r in recs]
-    result["output_lens"] = [r.output_tokens if r.ok else 0 for r in recs]
-    result["ttfts"] = [(r.ttft or 0.0) if r.ok else 0.0 for r in recs]
-    result["itls"] = [r.itls if r.ok else [] for r in recs]
-    result["errors"] = ["" if r.ok else f"{r.error}: {r.error_detail or ''}".strip() for r in recs]
+    # vLLM's per-request arrays, in one pass: a RecordStore rebuilds each record
+    # on access, so the records are walked once and none is kept.
+    input_lens: list = []
+    output_lens: list = []
+    ttfts: list = []
+    itls: list = []
+    errors: list = []
+    for r in recs:
+        input_lens.append(r.input_len)
+        if r.ok:
+            output_lens.append(r.output_tokens)
+            ttfts.append(r.ttft or 0.0)
+            itls.append(r.itls)
+            errors.append("")
+        else:
+            output_lens.append(0)
+            ttfts.append(0.0)
+            itls.append([])
+            errors.append(f"{r.error}: {r.error_detail or ''}".strip())
+    result["input_lens"] = input_lens
+    result["output_lens"] = output_lens
+    result["ttfts"] = ttfts
+    result["itls"] = itls
+    result["errors"] = errors
     result["infermeter"] = {
         "schema_version": SCHEMA_VERSION,
         "load": plan.to_dict(),
