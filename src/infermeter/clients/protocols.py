@@ -65,6 +65,19 @@ def _error_message(body: bytes) -> str:
     return str(obj)[:300]
 
 
+def _json_event(data: bytes, rec: RequestRecord) -> dict[str, Any] | None:
+    """An event's JSON object; None (and the request marked malformed) when it is not one."""
+    try:
+        obj = orjson.loads(data)
+    except ValueError:
+        _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
+        return None
+    if not isinstance(obj, dict):
+        _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {_show(data)}")
+        return None
+    return obj
+
+
 def _show(data: bytes) -> str:
     """The start of an event's data for an error message."""
     return repr(data[:120].decode("utf-8", errors="replace"))
@@ -140,13 +153,8 @@ class OpenAIProtocol(Protocol):
             if data == b"[DONE]":
                 done = True
                 continue
-            try:
-                obj = orjson.loads(data)
-            except ValueError:
-                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
-                continue
-            if not isinstance(obj, dict):
-                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {_show(data)}")
+            obj = _json_event(data, rec)
+            if obj is None:
                 continue
             if "error" in obj:
                 _fail(rec, ErrorClass.SERVER_ERROR, _error_message(data))
@@ -259,13 +267,8 @@ class TGIProtocol(Protocol):
         for t, data in events:
             if data is None:
                 continue
-            try:
-                obj = orjson.loads(data)
-            except ValueError:
-                _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
-                continue
-            if not isinstance(obj, dict):
-                _fail(rec, ErrorClass.MALFORMED, f"event is not a JSON object: {_show(data)}")
+            obj = _json_event(data, rec)
+            if obj is None:
                 continue
             if "error" in obj:
                 cls = ErrorClass.OVERLOADED if obj.get("error_type") == "overloaded" else ErrorClass.SERVER_ERROR
