@@ -85,30 +85,37 @@ def redact_url(url: str) -> str:
     return url
 
 
-_ARG_WITH_SECRET = {"--header", "-H", "--api-key"}
+_HEADER_FLAGS = {"--header", "-H"}
+# flags (ours and the servers') whose whole value is a credential
+_SECRET_VALUE_FLAGS = {"--api-key", "--admin-api-key", "--hf-token", "-hft", "--ngrok-authtoken", "--token",
+                       "--api-key-file"}
+# credential-looking words anywhere else (Hugging Face, OpenAI-style, GitHub tokens)
+TOKEN_RE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,})\b")
+REDACTED = "<redacted>"
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """The command line as recorded in provenance: header values and URLs' passwords removed."""
+    """A command line as recorded in provenance (ours, or a launched server's): header
+    values, credential flags' values, URLs' passwords and token-like words removed."""
     out: list[str] = []
-    hide_next = False
+    hide_next: str | None = None  # "header" or "value"
     for arg in argv:
         if hide_next:
-            out.append(_redact_header_arg(arg))
-            hide_next = False
+            out.append(_redact_header_arg(arg) if hide_next == "header" else REDACTED)
+            hide_next = None
             continue
         if arg.startswith("-H") and len(arg) > 2 and not arg.startswith("-H="):  # -H'Name: value'
             out.append("-H" + _redact_header_arg(arg[2:]))
             continue
         flag, eq, value = arg.partition("=")
-        if flag in _ARG_WITH_SECRET:
+        if flag in _HEADER_FLAGS or flag in _SECRET_VALUE_FLAGS:
             if eq:
-                out.append(f"{flag}=<redacted>")
+                out.append(f"{flag}={REDACTED}")
             else:
                 out.append(arg)
-                hide_next = True
+                hide_next = "header" if flag in _HEADER_FLAGS else "value"
             continue
-        out.append(_URL.sub(lambda m: redact_url(m.group(0)), arg))
+        out.append(TOKEN_RE.sub(REDACTED, _URL.sub(lambda m: redact_url(m.group(0)), arg)))
     return out
 
 

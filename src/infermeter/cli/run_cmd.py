@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from infermeter.cli.main import app
+from infermeter.cli.options import parse_kv
 from infermeter.cli.progress import live_progress
 from infermeter.cli.summary import print_summary
 from infermeter.errors import UserError, safe_text
@@ -21,16 +22,6 @@ from infermeter.runner.spec import RunSpec
 from infermeter.secrets import parse_headers
 
 Opt = typer.Option
-
-
-def _kv(items: list[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} {item!r} is not KEY=VALUE", f"write e.g. {flag} gpu=H100")
-        out[key] = value
-    return out
 
 
 @app.command("run", no_args_is_help=False)
@@ -119,7 +110,7 @@ def run(
         request_timeout=request_timeout, stall_timeout=stall_timeout, max_errors=max_errors,
         max_error_rate=max_error_rate, percentile_metrics=percentile_metrics,
         metric_percentiles=metric_percentiles, goodput=goodput, result_dir=result_dir,
-        result_filename=result_filename, metadata=_kv(metadata, "--metadata"),
+        result_filename=result_filename, metadata=parse_kv(metadata, "--metadata", "gpu=H100"),
         save_generated_text=save_detailed, telemetry=not no_telemetry, telemetry_gpu=telemetry_gpu,
         telemetry_interval=telemetry_interval, progress=not disable_tqdm,
         shard=shard, start_at=start_at, workers=workers,

@@ -19,20 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from infermeter.cli.main import app
+from infermeter.cli.options import parse_kv
 from infermeter.errors import UserError, user_error_from_validation
 
 Opt = typer.Option
 PRINTS = ("command", "docker", "dstack", "dstack-task", "dstack-service", "json")
-
-
-def _kv(items: list[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} {item!r} is not NAME=VALUE", f"write e.g. {flag} VLLM_LOGGING_LEVEL=INFO")
-        out[key] = value
-    return out
 
 
 @app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -107,7 +98,7 @@ def serve(
             model=model, revision=revision, tokenizer=tokenizer, served_model_name=served_model_name,
             tensor_parallel=tensor_parallel, max_model_len=max_model_len, memory_fraction=memory_fraction,
             max_batch=max_batch, max_batched_tokens=max_batched_tokens, port=port, prefix_caching=prefix_caching,
-            dtype=dtype, extra_args=extra, env=_kv(env, "--env"), secrets=secret or ["HF_TOKEN"])
+            dtype=dtype, extra_args=extra, env=parse_kv(env, "--env", "VLLM_LOGGING_LEVEL=INFO"), secrets=secret or ["HF_TOKEN"])
     except ValidationError as exc:
         raise user_error_from_validation(exc, "see 'infermeter serve --help'") from None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -23,34 +22,11 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from infermeter.secrets import redact_argv
+from infermeter.secrets import REDACTED, TOKEN_RE, redact_argv
 from infermeter.servers.settings import is_secret_name
 
-REDACTED = "<redacted>"
-_SECRET_FLAGS = {"--api-key", "--admin-api-key", "--hf-token", "-hft", "--ngrok-authtoken", "--token",
-                 "--api-key-file"}
-_TOKEN = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,})\b")
-
-
-def redact_command(argv: list[str]) -> list[str]:
-    """argv with credential values removed (flag values, URLs' passwords, token-like words)."""
-    out: list[str] = []
-    hide = False
-    for arg in redact_argv(list(argv)):
-        if hide:
-            out.append(REDACTED)
-            hide = False
-            continue
-        flag, eq, _ = arg.partition("=")
-        if flag in _SECRET_FLAGS:
-            if eq:
-                out.append(f"{flag}={REDACTED}")
-            else:
-                out.append(arg)
-                hide = True
-            continue
-        out.append(_TOKEN.sub(REDACTED, arg))
-    return out
+# One redaction for every recorded command line: infermeter.secrets.redact_argv.
+redact_command = redact_argv
 
 
 def redact_info(value: Any, key: str = "") -> Any:
@@ -61,7 +37,7 @@ def redact_info(value: Any, key: str = "") -> Any:
     if isinstance(value, list):
         return [redact_info(v, key) for v in value]
     if isinstance(value, str):
-        return _TOKEN.sub(REDACTED, value)
+        return TOKEN_RE.sub(REDACTED, value)
     return value
 
 
