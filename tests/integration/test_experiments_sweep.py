@@ -204,6 +204,13 @@ def test_launch_target_starts_a_server_from_its_profile(tmp_path):
     assert row["backend"] == "llama.cpp" and row["completed"] == 3 and row["total_output_tokens"] == 12
     logs = list((root / "servers").glob("llamacpp-*.log"))
     assert len(logs) == 1 and logs[0].stat().st_size > 0
+    # the server's start, with telemetry from before the launch until it answered
+    startup = json.loads(logs[0].with_suffix(".json").read_text())
+    assert startup["target"] == "llamacpp" and 0 < startup["startup_s"] < 120
+    assert startup["ready_epoch"] - startup["started_epoch"] == pytest.approx(startup["startup_s"], abs=1e-3)
+    assert startup["provenance"]["backend"] == "llama.cpp" and "--parallel" in startup["provenance"]["command"]
+    phases = [p["name"] for p in startup["telemetry"]["phases"]]
+    assert phases[:3] == ["idle", "loading", "ready"]
 
 
 def test_launch_settings_are_validated_before_anything_runs(tmp_path):

@@ -201,19 +201,48 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
 
 
 def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtime]:
-    """Start the target's server from its launch profile; its log lives in the store."""
+    """Start the target's server from its launch profile; its log lives in the store.
+
+    GPU telemetry runs from before the start until the server answers (phases idle ->
+    loading -> ready): ``servers/TARGET-EPOCH.json`` holds the server's provenance, its
+    start time and the memory it took to load (idle, peak while loading, ready), and
+    ``servers/TARGET-EPOCH.telemetry.jsonl`` the samples."""
     from infermeter.servers import LocalServer, ServerSettings
+    from infermeter.telemetry import TelemetrySession
 
     cfg = t.launch
     settings = ServerSettings(**cfg.settings)
-    log_path = store.root / "servers" / f"{target}-{int(time.time())}.log"
+    stem = f"{target}-{int(time.time())}"
+    log_path = store.root / "servers" / f"{stem}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     server = LocalServer(cfg.profile, settings, vendor=cfg.vendor, executable=cfg.executable,
                          log_path=log_path, startup_timeout=cfg.startup_timeout_s)
     ev.log(f"{target}: starting {cfg.profile} ({settings.model})")
-    with server:
-        ev.log(f"{target}: ready at {server.base_url}")
+    try:
+        with TelemetrySession(log=ev.log) as telemetry:  # idle sample, then "loading"
+            started = time.time()
+            server.start()
+            ready = time.time()
+            telemetry.server_pid = server.pid
+            telemetry.mark_phase("ready")
+            summary = telemetry.stop(path=log_path.with_name(f"{stem}.telemetry.jsonl"), origin=started)
+        startup = {"target": target, "started_epoch": started, "ready_epoch": ready,
+                   "startup_s": round(ready - started, 3), "provenance": server.provenance(),
+                   "telemetry": summary}
+        write_json_atomic(log_path.with_name(f"{stem}.json"), startup)
+        ev.log(f"{target}: ready at {server.base_url} after {ready - started:.1f} s{_loaded_memory(summary)}")
         yield _Runtime(base_url=server.base_url, tokenizer=settings.tokenizer, server_log=log_path)
+    finally:
+        server.stop()
+
+
+def _loaded_memory(summary: dict) -> str:
+    devices = (summary.get("gpu") or {}).get("devices") or {}
+    ready = [g["ready"]["mem_used_bytes"] for g in devices.values() if g.get("ready")]
+    if not ready:
+        return ""
+    idle = [g.get("idle_mem_used_bytes") or 0 for g in devices.values()]
+    return f"; GPU memory used {sum(ready) / 2**30:.1f} GiB (idle {sum(idle) / 2**30:.1f} GiB)"
 
 
 def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
