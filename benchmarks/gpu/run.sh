@@ -29,11 +29,13 @@ quiet() { "$@" >>"$LOG" 2>&1 || { echo "failed: $* (see $LOG)"; tail -n 30 "$LOG
 
 step "install infermeter from $ROOT into $WORK/site"
 rm -rf "$WORK" && mkdir -p "$WORK/site" "$WORK/hf-hub"
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
-  quiet "$PY" -m pip install --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" "$WHEELS"/*.whl
-fi
-quiet "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-cache-dir --target "$WORK/site" "$ROOT"
+WHL=()
+compgen -G "$WHEELS/*.whl" >/dev/null && WHL=("$WHEELS"/*.whl)
+# one install (a second --target install would not replace the first one's bin/)
+quiet "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+  --target "$WORK/site" "${WHL[@]}" "$ROOT"
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$WORK/site/bin:$PATH"
+infermeter() { "$PY" -m infermeter "$@"; }  # this install, whatever else is on PATH
 export HF_HUB_CACHE="$WORK/hf-hub" HF_HUB_OFFLINE=1 INFERMETER_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
 TF_BIN=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")/transformers
 [ -x "$TF_BIN" ] || TF_BIN=$(command -v transformers)
