@@ -38,7 +38,13 @@ export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$WORK/site/bin:$
 infermeter() { "$PY" -m infermeter "$@"; }  # this install, whatever else is on PATH
 export HF_HUB_CACHE="$WORK/hf-hub" HF_HUB_OFFLINE=1 INFERMETER_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
 TF_BIN=$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")/transformers
-[ -x "$TF_BIN" ] || TF_BIN=$(command -v transformers)
+[ -x "$TF_BIN" ] || TF_BIN=$(command -v transformers || true)
+if [ -z "$TF_BIN" ]; then  # no console script: the same entry point through this python
+  TF_BIN=$WORK/bin/transformers
+  mkdir -p "$WORK/bin"
+  printf '#!/bin/sh\nexec "%s" -c "import sys; from transformers.cli.transformers import main; sys.exit(main())" "$@"\n' "$PY" >"$TF_BIN"
+  chmod +x "$TF_BIN"
+fi
 "$PY" - <<'PY' | tee "$OUT/machine.txt" | tee -a "$LOG"
 import os, platform, torch, transformers, infermeter
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
