@@ -50,19 +50,13 @@ Server behaviour checked against this build (llama.cpp ``0.5.0-dev (build 1, com
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,12 +65,12 @@ from typing import Any
 from infermeter.engine.build import Progress, build_info, ensure_llama_server, llama_server_version
 from infermeter.engine.models import ModelFiles
 from infermeter.errors import EngineError, UserError
+from infermeter.process import free_port, http_get, parent_death_signal, stop_group, terminate
 
 DEFAULT_SLOT_CTX = 4096
 MAX_DEFAULT_CTX = 65536
 
 # loopback requests must never go through an HTTP proxy from the environment
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _HELP_CACHE: dict[str, str] = {}
 
 
@@ -192,7 +186,7 @@ class EmbeddedServer:
 
     def props(self) -> dict[str, Any]:
         """``GET /props``: the server's settings (slots, context, chat template, ...)."""
-        status, body = _http_get(self.base_url + "/props", timeout=10.0)
+        status, body = http_get(self.base_url + "/props", timeout=10.0)
         if status != 200:
             raise EngineError(f"GET {self.base_url}/props answered HTTP {status}",
                               f"see the server log {self.log_path}")
@@ -229,7 +223,7 @@ class EmbeddedServer:
             attempts = 1 if self._fixed_port else 3
             for attempt in range(attempts):
                 if not self._fixed_port:
-                    self.port = _free_port(self.host)
+                    self.port = free_port(self.host)
                 try:
                     self._launch(binary)
                     self._wait_ready()
@@ -288,14 +282,14 @@ class EmbeddedServer:
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends all of it
-                preexec_fn=_parent_death_signal(),
+                preexec_fn=parent_death_signal(),
             )
         except OSError as exc:
             raise EngineError(f"cannot start {binary}: {exc.strerror or exc}",
                               "check the llama-server binary or unset INFERMETER_LLAMA_SERVER") from None
         self._props = None
         # stop it even if this object is dropped without stop(), or at interpreter exit
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)
+        self._finalizer = weakref.finalize(self, terminate, self._proc)
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
@@ -311,7 +305,7 @@ class EmbeddedServer:
                     f"llama-server exited with status {rc} while starting: {reason} (log: {self.log_path})",
                     "fix the cause named in the log (model file, flags, memory) and retry",
                 )
-            status, _ = _http_get(url, timeout=2.0)
+            status, _ = http_get(url, timeout=2.0)
             if status == 200:
                 return
             if time.monotonic() > deadline:
@@ -345,15 +339,7 @@ class EmbeddedServer:
     def _stop_locked(self, timeout: float = 10.0) -> None:
         proc = self._proc
         if proc is not None:
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-            # stragglers in the group (none expected: llama-server does not fork)
-            _signal_group(proc.pid, signal.SIGKILL)
+            stop_group(proc, timeout)  # and stragglers in its group (none expected: llama-server does not fork)
             self._proc = None
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -367,31 +353,6 @@ class _PortTaken(Exception):
     pass
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _http_get(url: str, timeout: float) -> tuple[int, bytes]:
-    """(status, body); status 0 when nothing answered."""
-    try:
-        with _OPENER.open(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read() if exc.fp is not None else b""
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
-
-
 def _help_text(binary: Path) -> str:
     key = str(binary)
     if key not in _HELP_CACHE:
@@ -402,33 +363,3 @@ def _help_text(binary: Path) -> str:
             raise EngineError(f"cannot run {key} --help: {exc}",
                               "check the llama-server binary or unset INFERMETER_LLAMA_SERVER") from None
     return _HELP_CACHE[key]
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """Finalizer: end a server whose EmbeddedServer was dropped or at interpreter exit."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    _signal_group(proc.pid, signal.SIGKILL)
-
-
-def _parent_death_signal() -> Any:
-    """A preexec_fn asking Linux to SIGTERM the server if this process dies (even by
-    SIGKILL, when no finalizer runs).  Only from the main thread: the signal fires when
-    the *thread* that started the child exits.  None elsewhere."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # libc is loaded already
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sigterm = int(signal.SIGTERM)
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return preexec

@@ -427,13 +427,13 @@ class DstackServer:
                 "gpu": str(gpu).split(":")[0] if isinstance(gpu, str) else None}
 
     def _wait_ready(self, deadline: float) -> None:
-        from infermeter.engine.server import _http_get
+        from infermeter.process import http_get
 
         if self.kind == "service":
             return  # the gateway/proxy answers only with the user's dstack token: dstack's probes gate readiness
         for path in self.profile.ready_paths:
             while True:
-                status, _ = _http_get(self.base_url + path, timeout=5.0)
+                status, _ = http_get(self.base_url + path, timeout=5.0)
                 if status == 200:
                     break
                 state = self.run.get() if self.run else None
@@ -463,11 +463,11 @@ class DstackServer:
             pass
 
     def info(self) -> dict[str, Any] | None:
-        from infermeter.engine.server import _http_get
+        from infermeter.process import http_get
 
         if not self.profile.info_path or not self.running:
             return None
-        status, body = _http_get(self.base_url + self.profile.info_path, timeout=10.0)
+        status, body = http_get(self.base_url + self.profile.info_path, timeout=10.0)
         try:
             data = json.loads(body) if status == 200 else None
         except ValueError:

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,8 +26,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from infermeter.engine.server import _free_port, _http_get, _parent_death_signal, _signal_group, _terminate
 from infermeter.errors import UserError, safe_text
+from infermeter.process import free_port, http_get, parent_death_signal, stop_group, terminate
 from infermeter.servers.profiles import LaunchCommand, Profile, get_profile
 from infermeter.servers.settings import ServerSettings, Vendor
 
@@ -131,7 +130,7 @@ class LocalServer:
             if self.running:
                 return self
             _check_port_free(self.host, self.settings.port)
-            metrics_port = _free_port(self.host) if self.profile.name == "tgi" else None
+            metrics_port = free_port(self.host) if self.profile.name == "tgi" else None
             self.command = self.profile.command(self.settings, self.vendor, host=self.host,
                                                 executable=self._resolve_executable(), metrics_port=metrics_port)
             if self.log_path is None:
@@ -166,7 +165,7 @@ class LocalServer:
         """The server's version/info endpoint as JSON (None when it has none)."""
         if self._info is not None or not self.profile.info_path:
             return self._info
-        status, body = _http_get(self.base_url + self.profile.info_path, timeout=10.0)
+        status, body = http_get(self.base_url + self.profile.info_path, timeout=10.0)
         if status == 200:
             try:
                 data = json.loads(body)
@@ -234,11 +233,11 @@ class LocalServer:
         try:
             self._proc = subprocess.Popen(
                 self.command.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True, preexec_fn=_parent_death_signal())
+                env=env, start_new_session=True, preexec_fn=parent_death_signal())
         except OSError as exc:
             raise ServerLaunchError(f"cannot start {self.command.argv[0]}: {exc.strerror or exc}",
                                     "check the executable (--executable) and that it is installed") from None
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)
+        self._finalizer = weakref.finalize(self, terminate, self._proc)
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
@@ -252,7 +251,7 @@ class LocalServer:
                     f"{self.profile.title} exited with status {rc} while starting: {log_tail(self.log_path)} "
                     f"(log: {self.log_path})",
                     "fix the cause named in the log (flags, model, memory) and retry")
-            status, body = _http_get(self.base_url + pending[0], timeout=5.0)
+            status, body = http_get(self.base_url + pending[0], timeout=5.0)
             if status == 200 and self._answers(pending[0], body):
                 pending.pop(0)
                 continue
@@ -276,14 +275,7 @@ class LocalServer:
     def _stop_locked(self, timeout: float = 30.0) -> None:
         proc = self._proc
         if proc is not None:
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-            _signal_group(proc.pid, signal.SIGKILL)  # children left in the group
+            stop_group(proc, timeout)  # and children left in its group
             self._proc = None
         if self._finalizer is not None:
             self._finalizer.detach()
