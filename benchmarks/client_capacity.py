@@ -23,6 +23,7 @@ when a server process was near a full core, the point was server-bound and
 says so.  Client CPU is what the run measured over its window (all workers).
 
     python benchmarks/client_capacity.py --budget-s 150 --out capacity.json
+    python benchmarks/client_capacity.py --client-src /tmp/im-head/src ...   # an earlier client, same servers
 
 Points that do not fit the cores (N clients need N + 1) or the time left are
 skipped and listed as such.  The JSON holds every number; the Markdown table
@@ -102,6 +103,9 @@ class Servers:
             h.stop()
 
 
+CLIENT_SRC: str | None = None  # --client-src: run the client from another source tree
+
+
 def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp: Path, name: str,
                extra: list[str]) -> dict:
     """``infermeter run`` pinned to ``cores`` (worker i on cores[i]); returns its result JSON."""
@@ -110,6 +114,8 @@ def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp:
            "--random-input-len", "16", "--ignore-eos", "--disable-tqdm", "--no-telemetry",
            "--result-dir", str(tmp), "--result-filename", f"{name}.json", *extra]
     env = dict(os.environ)
+    if CLIENT_SRC:
+        env["PYTHONPATH"] = CLIENT_SRC
     if workers > 1:
         cmd += ["--workers", str(workers)]
         env["INFERMETER_WORKER_CPUS"] = ",".join(map(str, cores))
@@ -214,7 +220,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="open-loop arrival rate, req/s (2000)")
     ap.add_argument("--open-seconds", type=float, default=10.0, help="length of each open-loop point (10)")
     ap.add_argument("--open-output-len", type=int, default=8)
+    ap.add_argument("--client-src", help="run the client from this src/ folder (e.g. an earlier commit's, from "
+                                         "git archive) against this tree's test server")
     args = ap.parse_args()
+    global CLIENT_SRC
+    CLIENT_SRC = args.client_src
     try:
         cores = parse_cores(args.cores) if args.cores else sorted(os.sched_getaffinity(0))
         counts = [int(x) for x in args.workers.split(",") if x]
