@@ -183,6 +183,8 @@ def open_loop_point(arrival: str, client_core: int, server_cores: list[int], arg
             "send_lag_ms": {"mean": float(lag_ms.mean()), "p50": float(np.percentile(lag_ms, 50)),
                             "p99": float(np.percentile(lag_ms, 99)), "max": float(lag_ms.max())},
             "dispatch_lag_p99_ms": client.get("dispatch_lag_p99_ms"), "client_cpu_s": client["cpu_seconds"],
+            "loop_lag_p50_ms": client.get("loop_lag_p50_ms"), "gc_pause_total_ms": client.get("gc_pause_total_ms"),
+            "gc_pause_max_ms": client.get("gc_pause_max_ms"),
             "client_bound": client.get("client_bound"), "server_cpu_max": served["server_cpu_max"],
             "client_core": client_core, "server_cores": server_cores}
 
@@ -321,14 +323,15 @@ def render(capacity: list[dict], open_loop: list[dict], skipped: list[str], args
                      f"{r['server_cpu_max']:.0%} | {bound} | {r['load_avg']:.2f} |")
     if open_loop:
         lines += ["", "| open loop | target req/s | scheduled | achieved | vs target | vs schedule | "
-                      "send lag p50 / p99 / max ms | completed |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]
+                      "send lag p50 / p99 / max ms | loop lag p50 ms | GC pauses ms (max) | client CPU s | completed |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|"]
         for r in open_loop:
             lag = r["send_lag_ms"]
             lines.append(f"| {r['arrival']} | {r['target_rate']:g} | {r['scheduled_rate']:,.1f} | "
                          f"{r['achieved_rate']:,.1f} | {r['achieved_vs_target']:+.2%} | "
                          f"{r['achieved_vs_schedule']:+.2%} | {lag['p50']:.3f} / {lag['p99']:.3f} / "
-                         f"{lag['max']:.2f} | {r['completed']}/{r['requests']} |")
+                         f"{lag['max']:.2f} | {r['loop_lag_p50_ms'] or 0:.3f} | {r['gc_pause_total_ms'] or 0:.0f} "
+                         f"({r['gc_pause_max_ms'] or 0:.0f}) | {r['client_cpu_s']:.2f} | {r['completed']}/{r['requests']} |")
     for s in skipped:
         lines.append(f"\nskipped: {s}")
     return "\n".join(lines)
