@@ -36,6 +36,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -73,8 +74,13 @@ class Servers:
 
         self.port = free_port()
         with concurrent.futures.ThreadPoolExecutor(len(cores)) as pool:
-            self.handles = list(pool.map(lambda c: run_test_server(cpu=c, shared_port=self.port,
-                                                                   stats_keep_requests=keep, **cfg), cores))
+            futures = [pool.submit(run_test_server, cpu=c, shared_port=self.port, stats_keep_requests=keep, **cfg)
+                       for c in cores]
+        self.handles = [f.result() for f in futures if f.exception() is None]
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            self.stop()
+            raise RuntimeError(f"{len(failed)} test server(s) did not start: {str(failed[0])[:200]}")
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.cores = cores
 
@@ -107,7 +113,7 @@ CLIENT_SRC: str | None = None  # --client-src: run the client from another sourc
 
 
 def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp: Path, name: str,
-               extra: list[str]) -> dict:
+               extra: list[str], timeout_s: float) -> dict:
     """``infermeter run`` pinned to ``cores`` (worker i on cores[i]); returns its result JSON."""
     cmd = [sys.executable, "-m", "infermeter", "run", "--backend", "vllm", "--base-url", base_url,
            "--model", "test-model", "--tokenizer", tok_dir, "--dataset-name", "random",
@@ -119,10 +125,16 @@ def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp:
     if workers > 1:
         cmd += ["--workers", str(workers)]
         env["INFERMETER_WORKER_CPUS"] = ",".join(map(str, cores))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          preexec_fn=lambda: os.sched_setaffinity(0, set(cores)))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, set(cores)))
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers
+        proc.communicate()
+        raise RuntimeError(f"stopped after {timeout_s:.0f} s: the budget ran out") from None
     if proc.returncode not in (0, 5):  # 5: finished with warnings
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (err or out).strip().splitlines()[-3:]
         raise RuntimeError(f"infermeter run exited {proc.returncode}: {' | '.join(tail)}")
     result = json.loads((tmp / f"{name}.json").read_text())
     result["_path"] = str(tmp / f"{name}.json")
@@ -130,7 +142,7 @@ def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp:
 
 
 def capacity_point(n_workers: int, client_cores: list[int], server_cores: list[int], args, tok_dir: str,
-                   tmp: Path, seconds: float) -> dict:
+                   tmp: Path, seconds: float, timeout_s: float) -> dict:
     c = args.concurrency * n_workers
     per_request_s = (args.ttft_ms + args.output_len * args.itl_ms) / 1e3
     n = max(c, int(c * max(1.0, seconds / per_request_s)))
@@ -139,7 +151,7 @@ def capacity_point(n_workers: int, client_cores: list[int], server_cores: list[i
         srv.reset()
         res = run_client(srv.base_url, client_cores, n_workers, tok_dir, tmp, f"cap-w{n_workers}",
                          ["--random-output-len", str(args.output_len), "--num-prompts", str(n),
-                          "--max-concurrency", str(c)])
+                          "--max-concurrency", str(c)], timeout_s)
         out = srv.measure()
     finally:
         srv.stop()
@@ -155,7 +167,7 @@ def capacity_point(n_workers: int, client_cores: list[int], server_cores: list[i
 
 
 def open_loop_point(arrival: str, client_core: int, server_cores: list[int], args, tok_dir: str, tmp: Path,
-                    seconds: float) -> dict:
+                    seconds: float, timeout_s: float) -> dict:
     from infermeter.storage.files import read_records
 
     n = max(10, int(args.rate * seconds))
@@ -164,7 +176,7 @@ def open_loop_point(arrival: str, client_core: int, server_cores: list[int], arg
         srv.reset()
         res = run_client(srv.base_url, [client_core], 1, tok_dir, tmp, f"open-{arrival}",
                          ["--random-output-len", str(args.open_output_len), "--num-prompts", str(n),
-                          "--request-rate", str(args.rate), "--arrival", arrival])
+                          "--request-rate", str(args.rate), "--arrival", arrival], timeout_s)
         served = srv.measure()
     finally:
         srv.stop()
@@ -230,8 +242,9 @@ def main() -> int:
     try:
         cores = parse_cores(args.cores) if args.cores else sorted(os.sched_getaffinity(0))
         counts = [int(x) for x in args.workers.split(",") if x]
-    except ValueError as exc:
-        print(f"client_capacity: {exc}", file=sys.stderr)
+    except ValueError:
+        print(f"client_capacity: --cores {args.cores!r} / --workers {args.workers!r}: expected core numbers "
+              "like 0-15 or 2,3,4 and worker counts like 1,2,4,8", file=sys.stderr)
         return 2
     if len(cores) < 2:
         print(f"client_capacity: needs at least 2 cores (one client, one server), has {cores}", file=sys.stderr)
@@ -254,11 +267,11 @@ def main() -> int:
                 continue
             seconds = budget.fit(args.seconds, min(args.seconds, 1.5))
             if seconds is None:
-                skipped.append(f"workers={n}: {budget.left():.0f} s left")
+                skipped.append(f"workers={n}: only {budget.left():.0f} s of the budget left")
                 continue
             t0 = time.monotonic()
             try:
-                row = capacity_point(n, cores[:n], cores[n:], args, tok_dir, tmp, seconds)
+                row = capacity_point(n, cores[:n], cores[n:], args, tok_dir, tmp, seconds, budget.left() - 2)
             except RuntimeError as exc:
                 skipped.append(f"workers={n}: {exc}")
                 continue
@@ -269,12 +282,13 @@ def main() -> int:
         for arrival in ("poisson", "constant"):
             seconds = budget.fit(args.open_seconds, min(args.open_seconds, 2.0))
             if seconds is None:
-                skipped.append(f"open loop {arrival}: {budget.left():.0f} s left")
+                skipped.append(f"open loop {arrival}: only {budget.left():.0f} s of the budget left")
                 continue
             t0 = time.monotonic()
             server_cores = cores[1:3] if len(cores) > 2 else cores[1:]
             try:
-                row = open_loop_point(arrival, cores[0], server_cores, args, tok_dir, tmp, seconds)
+                row = open_loop_point(arrival, cores[0], server_cores, args, tok_dir, tmp, seconds,
+                                      budget.left() - 2)
             except RuntimeError as exc:
                 skipped.append(f"open loop {arrival}: {exc}")
                 continue
@@ -331,7 +345,8 @@ def render(capacity: list[dict], open_loop: list[dict], skipped: list[str], args
                          f"{r['achieved_rate']:,.1f} | {r['achieved_vs_target']:+.2%} | "
                          f"{r['achieved_vs_schedule']:+.2%} | {lag['p50']:.3f} / {lag['p99']:.3f} / "
                          f"{lag['max']:.2f} | {r['loop_lag_p50_ms'] or 0:.3f} | {r['gc_pause_total_ms'] or 0:.0f} "
-                         f"({r['gc_pause_max_ms'] or 0:.0f}) | {r['client_cpu_s']:.2f} | {r['completed']}/{r['requests']} |")
+                         f"({r['gc_pause_max_ms'] or 0:.0f}) | {r['client_cpu_s']:.2f} | "
+                         f"{r['completed']}/{r['requests']} |")
     for s in skipped:
         lines.append(f"\nskipped: {s}")
     return "\n".join(lines)
