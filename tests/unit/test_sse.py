@@ -1,6 +1,7 @@
 from hypothesis import given, settings, strategies as st
 
-from infermeter.clients.sse import MAX_EVENT_BYTES, OversizedEvent, events_from_bytes, parse_events
+from infermeter.clients.sse import (MAX_EVENT_BYTES, OversizedEvent, block_data, events_from_bytes, iter_event_blocks,
+                                   parse_events, simple_events)
 
 import pytest
 
@@ -64,3 +65,61 @@ def test_parser_never_crashes_on_arbitrary_bytes(blob, cuts):
         last = c
     for e in parse_events([0.0] * len(pieces), pieces):
         assert e.data is None or isinstance(e.data, str)
+
+
+def _general(times, pieces):
+    """What the general framing makes of a stream: (time, data bytes) per terminated event."""
+    return [(t, block_data(b)) for t, b, term in iter_event_blocks(times, pieces) if term]
+
+
+def _cut(stream: bytes, cuts: list[int]) -> list[bytes]:
+    pieces, last = [], 0
+    for c in sorted(c for c in set(cuts) if c <= len(stream)) + [len(stream)]:
+        pieces.append(stream[last:c])
+        last = c
+    return pieces
+
+
+def test_simple_events_times_each_event_by_the_read_that_closed_it():
+    pieces = [b'data: {"a"', b': 1}\n', b'\ndata: b\n\ndata: [DONE]\n', b'\n']
+    assert simple_events([1.0, 2.0, 3.0, 4.0], pieces) == ([3.0, 3.0, 4.0], [b'{"a": 1}', b"b", b"[DONE]"])
+
+
+@pytest.mark.parametrize("stream", [
+    b"data: a\r\n\r\n",  # CR
+    b": keep-alive\n\ndata: a\n\n",  # a comment
+    b"data: a\n\nevent: ping\n\n",  # an event without data
+    b"data: one\ndata: two\n\n",  # multi-line data
+    b"data: a\n\n\ndata: b\n\n",  # a stray blank line
+    b"data: a\n\ndata: partial",  # unterminated
+    b"data:a\n\n",  # no space after the colon
+    b"\ndata: a\n\n",  # a leading blank line
+])
+def test_simple_events_leaves_every_other_shape_to_the_general_framing(stream):
+    assert simple_events([0.0], [stream]) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"data: ", b"data:", b"x", b"{}", b"\n", b"\r", b"\n\n", b": c", b"event: e",
+                                 b"data: [DONE]"]), max_size=30),
+       st.lists(st.integers(0, 200), max_size=8))
+def test_simple_events_agrees_with_the_general_framing_whenever_it_answers(parts, cuts):
+    stream = b"".join(parts)
+    pieces = _cut(stream, cuts)
+    times = [float(i) for i in range(len(pieces))]
+    got = simple_events(times, pieces)
+    if got is not None:
+        assert list(zip(*got)) == _general(times, pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=30).filter(lambda b: b"\n" not in b and b"\r" not in b),
+                min_size=1, max_size=12),
+       st.lists(st.integers(0, 400), max_size=8))
+def test_simple_events_answers_for_every_single_line_data_stream(payloads, cuts):
+    stream = b"".join(b"data: " + p + b"\n\n" for p in payloads)
+    pieces = _cut(stream, cuts)
+    times = [float(i) for i in range(len(pieces))]
+    got = simple_events(times, pieces)
+    assert got is not None
+    assert list(zip(*got)) == _general(times, pieces)

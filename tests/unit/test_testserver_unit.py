@@ -179,3 +179,43 @@ def test_in_process_prompt_ratio_and_chat_parts():
         return await r.json()
 
     assert _with_client(cfg, fn)["usage"]["prompt_tokens"] == 6
+
+
+def test_processes_given_one_shared_port_split_its_connections():
+    import socket as socket_mod
+
+    from infermeter.testserver.server import serve
+
+    with socket_mod.socket() as probe:  # a free port to share
+        probe.bind(("127.0.0.1", 0))
+        shared = probe.getsockname()[1]
+
+    async def go() -> tuple[list[int], list[int]]:
+        stop = asyncio.Event()
+        ports: list[int] = []
+        cfg = TestServerConfig(ttft_ms=0, itl_ms=0, shared_port=shared)
+        servers = [asyncio.ensure_future(serve(cfg, on_ready=lambda h, p: ports.append(p), stop=stop))
+                   for _ in range(2)]
+        while len(ports) < 2:
+            await asyncio.sleep(0.01)
+        for _ in range(40):  # one connection each: the kernel spreads them over the two listeners
+            reader, writer = await asyncio.open_connection("127.0.0.1", shared)
+            body = b'{"model": "test-model", "prompt": "a", "max_tokens": 1}'
+            writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            writer.close()
+        counts = []
+        for port in ports:  # each process's own port answers for it alone
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = (await reader.read()).split(b"\r\n\r\n", 1)[1]
+            writer.close()
+            counts.append(json.loads(body)["count"])
+        stop.set()
+        await asyncio.gather(*servers)
+        return ports, counts
+
+    ports, counts = asyncio.run(go())
+    assert len(set(ports)) == 2 and shared not in ports
+    assert sum(counts) == 40 and min(counts) > 0

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
 from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.sse import OversizedEvent, block_data, iter_event_blocks
+from infermeter.clients.sse import OversizedEvent, block_data, iter_event_blocks, simple_events
 from infermeter.runner.records import RequestRecord
 from infermeter.workloads.base import Prompt
 
@@ -89,9 +89,12 @@ def _fail(rec: RequestRecord, cls: ErrorClass, detail: str) -> None:
         rec.error_detail = detail[:500]
 
 
-def _events(raw: RawExchange, rec: RequestRecord) -> list[tuple[float, bytes | None]]:
+def _events(raw: RawExchange, rec: RequestRecord) -> Iterable[tuple[float, bytes | None]]:
     """The stream's events as (time, data bytes); an oversized one fails the request,
     keeping the events (timings) before it."""
+    simple = simple_events(raw.times, raw.chunks)
+    if simple is not None:
+        return zip(*simple)
     events: list[tuple[float, bytes | None]] = []
     try:
         for t, block, _terminated in iter_event_blocks(raw.times, raw.chunks):
@@ -147,14 +150,19 @@ class OpenAIProtocol(Protocol):
         usage_seen = False
         text_key = "text"
         token_times = rec.token_times
+        loads = orjson.loads
         for t, data in events:
             if data is None:
                 continue  # comments, keep-alives, named pings
             if data == b"[DONE]":
                 done = True
                 continue
-            obj = _json_event(data, rec)
-            if obj is None:
+            try:
+                obj = loads(data)
+            except ValueError:
+                obj = None
+            if type(obj) is not dict:
+                _json_event(data, rec)  # records why
                 continue
             if "error" in obj:
                 _fail(rec, ErrorClass.SERVER_ERROR, _error_message(data))

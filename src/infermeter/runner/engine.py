@@ -23,6 +23,7 @@ from infermeter.clients.http import HttpTransport
 from infermeter.clients.protocols import Protocol, RequestOptions
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
 from infermeter.runner.monitor import ClientStats, LoopMonitor
+from infermeter.runner.pacing import ArrivalWaiter
 from infermeter.runner.records import RecordStore, RequestRecord
 from infermeter.runner.shard import sleep_until_epoch
 from infermeter.workloads.base import Prompt
@@ -74,7 +75,6 @@ class RunOutcome:
     transport_notes: list[str] = field(default_factory=list)
 
 
-SPIN_S = 0.0015  # open loop: the last stretch before an arrival is waited out by yielding, not by a timer
 STOP_CHECK_S = 0.25  # gaps longer than this wait on the stop event
 
 RecordSink = Callable[[RequestRecord], None]
@@ -312,31 +312,35 @@ class LoadRunner:
         clock = time.perf_counter
         origin = self._origin
         loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task] = []
+        # Tasks in flight only: a finished one is dropped at once, so the
+        # garbage collector never walks thousands of finished requests (each
+        # young-generation pass did, for tens of milliseconds).
+        tasks: set[asyncio.Task] = set()
+        waiter = ArrivalWaiter(loop)
         i = 0
         n = plan.num_requests
-        while i < n and not self._stop.is_set():
-            now = clock() - origin
-            # Send everything that is due: one wake-up may cover several arrivals.
-            while i < n and offsets[i] <= now:
-                rec = self._new_record(i, origin + float(offsets[i]))
-                tasks.append(loop.create_task(self._request(rec, self._bodies[i], slot)))
-                i += 1
-            if i < n:
-                # The loop's timers are coarse (uvloop: 1 ms), so sleep to just
-                # short of the next arrival, then yield iteration by iteration
-                # (reads go on being served) until it is due.
-                delay = offsets[i] - (clock() - origin)
-                if delay > STOP_CHECK_S:  # a long gap: wake early if the run is stopped
-                    try:
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay - SPIN_S)
-                    except asyncio.TimeoutError:
-                        pass
-                elif delay > SPIN_S:
-                    await asyncio.sleep(delay - SPIN_S)
-                else:
-                    await asyncio.sleep(0)
-        await self._wait_or_stop(tasks)
+        try:
+            while i < n and not self._stop.is_set():
+                now = clock() - origin
+                # Send everything that is due: one wake-up may cover several arrivals.
+                while i < n and offsets[i] <= now:
+                    rec = self._new_record(i, origin + float(offsets[i]))
+                    task = loop.create_task(self._request(rec, self._bodies[i], slot))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    i += 1
+                if i < n:
+                    due = origin + float(offsets[i])
+                    if due - clock() > STOP_CHECK_S:  # a long gap: wake early if the run is stopped
+                        try:
+                            await asyncio.wait_for(self._stop.wait(), timeout=due - clock() - STOP_CHECK_S / 2)
+                        except asyncio.TimeoutError:
+                            pass
+                    else:
+                        await waiter.until(due)
+        finally:
+            waiter.close()
+        await self._wait_or_stop(list(tasks))
 
     async def _wait_or_stop(self, tasks: list) -> None:
         if not tasks:

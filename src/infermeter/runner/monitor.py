@@ -45,7 +45,7 @@ class ClientStats:
         return dict(self.__dict__)
 
 
-class _TimerFD:
+class TimerFD:
     """A Linux timerfd on CLOCK_MONOTONIC (``time.perf_counter``'s clock), through libc."""
 
     CLOCK_MONOTONIC = 1
@@ -128,7 +128,7 @@ class LoopMonitor:
         self._lags: list[float] = []
         self._timer: asyncio.TimerHandle | None = None
         self._burn_timer: asyncio.TimerHandle | None = None
-        self._tfd: _TimerFD | None = None
+        self._tfd: TimerFD | None = None
         self._next = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -187,7 +187,7 @@ class LoopMonitor:
         self._wall0 = time.perf_counter()
         if self.method in (None, "timerfd"):
             try:
-                self._tfd = _TimerFD()
+                self._tfd = TimerFD()
                 self._loop.add_reader(self._tfd.fd, self._on_timerfd)
                 self._next = time.perf_counter() + self._gap()
                 self._tfd.arm(self._next)

@@ -126,6 +126,7 @@ _FIELDS = tuple(RequestRecord.__dataclass_fields__)
 # cross-check samples), so memory does not grow with the output length.
 
 _NAN = float("nan")
+_FLOAT_ONLY = {float}
 _FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end")
 _INT_COLS = ("index", "input_len", "requested_output_len", "status", "output_tokens_server",
              "prompt_tokens_server", "output_tokens_client", "output_events")
@@ -184,7 +185,7 @@ class RecordStore(Sequence[RequestRecord]):
             rare.pop("anomalies", None)
         rare.update(odd)
         tt = rec.token_times
-        if all(type(t) is float for t in tt):
+        if not tt or set(map(type, tt)) == _FLOAT_ONLY:
             self._tt.extend(tt)
         else:  # kept as given
             rare["token_times"] = list(tt)

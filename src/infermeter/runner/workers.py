@@ -7,6 +7,10 @@ common start epoch the parent hands out once all are ready, so every shard's
 measured window starts at the same wall-clock time.  Workers stream their
 records to their own JSONL files (records never cross a pipe on the hot
 path); the parent merges them (``storage/merge.py``) into the one result.
+
+``INFERMETER_WORKER_CPUS=2,3,4`` pins worker i to the i-th listed core
+(round robin when there are fewer cores than workers); unset, the workers
+run wherever the scheduler puts them.
 """
 
 from __future__ import annotations
@@ -25,9 +29,31 @@ START_MARGIN_S = 0.2  # between the last worker reporting ready and the common s
 READY_TIMEOUT_S = 600.0  # a worker that takes longer to prepare (prompts, warm-up) is given up on
 
 
-def _worker_main(spec: RunSpec, conn, argv: list[str]) -> None:  # pragma: no cover - runs in a child
+def worker_cpus(value: str | None, workers: int) -> list[int | None]:
+    """The core each worker is pinned to (None: not pinned), from ``INFERMETER_WORKER_CPUS``."""
+    if not value or not value.strip():
+        return [None] * workers
+    try:
+        cpus = [int(x) for x in value.replace(" ", "").split(",") if x]
+    except ValueError:
+        cpus = []
+    if not cpus or min(cpus) < 0:
+        raise UserError(f"INFERMETER_WORKER_CPUS={value!r} is not a list of core numbers",
+                        "set it to comma-separated cores, e.g. INFERMETER_WORKER_CPUS=2,3,4,5, or unset it")
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(cpus)
+    missing = sorted(set(cpus) - allowed)
+    if missing:
+        raise UserError(f"INFERMETER_WORKER_CPUS names core(s) {missing} this process may not run on",
+                        f"use cores from {sorted(allowed)}")
+    return [cpus[i % len(cpus)] for i in range(workers)]
+
+
+def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -> None:  # pragma: no cover
     from infermeter.cli.run_cmd import use_uvloop
     from infermeter.runner.session import execute_run
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
     async def gate() -> float:
         conn.send(("ready", None))
@@ -78,6 +104,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     validate(spec)
     check_start_at(spec.start_at)
     n = spec.workers
+    cpus = worker_cpus(os.environ.get("INFERMETER_WORKER_CPUS"), n)
     result_dir = Path(spec.result_dir)
     stem = Path(spec.result_filename).stem if spec.result_filename else \
         _result_stem(spec, spec.backend, (spec.served_model_name or spec.model or "model"))
@@ -91,7 +118,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
                                         "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
                                         "start_at": None})
         parent_end, child_end = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or [])),
+        proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or []), cpus[i]),
                            name=f"infermeter-worker-{i}", daemon=True)
         proc.start()
         child_end.close()

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--oversized-bytes", type=int)
     a("--allow-die", action="store_const", const=True)
     a("--cpu", type=int, help="pin the process to this CPU core")
+    a("--shared-port", type=int, help="also listen on this port with SO_REUSEPORT (several processes share it)")
     a("--no-uvloop", dest="use_uvloop", action="store_const", const=False)
     a("--backlog", type=int)
     a("--stats-keep-requests", type=int)

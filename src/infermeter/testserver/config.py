@@ -142,6 +142,10 @@ class TestServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
+    #: also listen on this port with SO_REUSEPORT: several test-server processes
+    #: given the same shared_port split its connections (the kernel spreads
+    #: them); each still has its own ``port`` for ``/stats``
+    shared_port: int | None = Field(default=None, ge=1, le=65535)
     model: str = "test-model"
     #: further names accepted in the request's ``model`` field
     model_aliases: list[str] = Field(default_factory=list)

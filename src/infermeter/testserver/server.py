@@ -819,6 +819,17 @@ def _chat_words(messages: Any) -> int:
     return words
 
 
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 def create_app(config: TestServerConfig | None = None) -> web.Application:
     """The aiohttp application (for in-process use; prefer the subprocess helper)."""
     return TestServer(config or TestServerConfig()).make_app()
@@ -840,14 +851,12 @@ async def serve(
     )
     await runner.setup()
     host = config.host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, config.port))
-    sock.setblocking(False)
-    site = web.SockSite(runner, sock, backlog=config.backlog)
-    await site.start()
+    sock = _listen(host, config.port)
+    await web.SockSite(runner, sock, backlog=config.backlog).start()
     port = sock.getsockname()[1]
+    if config.shared_port is not None:
+        shared = _listen(host, config.shared_port, reuse_port=True)
+        await web.SockSite(runner, shared, backlog=config.backlog).start()
     # Move everything allocated so far (modules, app) out of the collector's
     # reach: full collections stay short, so they do not delay token writes.
     gc.collect()
