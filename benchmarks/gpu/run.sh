@@ -65,7 +65,7 @@ sed -e "s#@MODEL@#$WORK/model#g" -e "s#@OUTPUT@#$OUT/experiment#g" -e "s#@VENDOR
 LEFT=$(( BUDGET - SECONDS - 75 ))   # keep 75 s for the self-check, the report and the summary
 [ "$LEFT" -ge 30 ] || LEFT=30
 rc=0
-timeout -s INT -k 30 "$LEFT" infermeter sweep "$OUT/experiment.yaml" --disable-tqdm >>"$LOG" 2>&1 || rc=$?
+timeout -s INT -k 30 "$LEFT" "$PY" -m infermeter sweep "$OUT/experiment.yaml" --disable-tqdm >>"$LOG" 2>&1 || rc=$?
 step "sweep exit code $rc (0 all cells done; 5 some failed or pending; 124/130 stopped at the time budget)"
 
 step "client self-check"
