@@ -91,3 +91,22 @@ def test_bad_percentiles(text):
 def test_bad_goodput(items):
     with pytest.raises(UserError):
         GoodputSLO.parse(items)
+
+
+def test_sent_and_completion_rates_leave_out_the_final_drain():
+    # three requests sent 0.5 s apart, each taking 5 s: 2 req/s sent and completed, although
+    # completed / duration (vLLM's request_throughput) says 0.5 req/s for this short run
+    recs = [rec(i, 0.5 * i, [0.5 * i + 1.0], 0.5 * i + 5.0) for i in range(3)]
+    m = compute(recs, duration=6.0, percentiles=[50])
+    assert m["request_throughput"] == pytest.approx(0.5)
+    assert m["sent_rate"] == pytest.approx(2.0)
+    assert m["completion_rate"] == pytest.approx(2.0)
+    # a server that cannot keep up finishes them further apart than they were sent
+    slow = [rec(i, 0.5 * i, [2.0 * i + 1.0], 2.0 * i + 5.0) for i in range(3)]
+    m = compute(slow, duration=9.0, percentiles=[50])
+    assert m["sent_rate"] == pytest.approx(2.0) and m["completion_rate"] == pytest.approx(0.5)
+    # failures count as sent, not as completed; one request has no rate
+    failed = rec(3, 1.5, [], 1.6, ok=False, error="http")
+    m = compute(recs + [failed], duration=6.0, percentiles=[50])
+    assert m["sent_rate"] == pytest.approx(2.0) and m["completion_rate"] == pytest.approx(2.0)
+    assert compute(recs[:1], duration=5.0, percentiles=[50])["completion_rate"] is None

@@ -205,3 +205,52 @@ def test_several_folders_merge_and_clashing_targets_are_kept_apart(tmp_path):
     assert {c.target for c in merged} == {"vllm", "tgi"}
     clash = [c for e in load_experiments([tmp_path / "a", tmp_path / "c"]) for c in e.cells]
     assert {c.target for c in clash} == {"exp-a/vllm", "exp-c/vllm"}
+
+
+def test_rates_come_from_the_result_or_else_from_its_records(tmp_path):
+    from infermeter.runner.records import RequestRecord
+    from infermeter.storage.files import RecordWriter
+
+    with_rates = _result()
+    with_rates["infermeter"]["rates"] = {"sent_rate": 4.0, "completion_rate": 3.5}
+    (tmp_path / "new.json").write_text(json.dumps(with_rates))
+    m = load_run(tmp_path / "new.json").metrics
+    assert (m["sent_rate"], m["completion_rate"]) == (4.0, 3.5)
+    # an older result has no rates: they are derived from its records file (warm-up left out)
+    old = _result()
+    old["infermeter"]["records_file"] = "old.records.jsonl"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    recs = [RequestRecord(index=-1, warmup=True, scheduled=-9.0, input_len=5, requested_output_len=4,
+                          sent=-9.0, first_token=-8.9, end=-8.0, token_times=[-8.9], ok=True)]
+    recs += [RequestRecord(index=i, warmup=False, scheduled=0.25 * i, input_len=5, requested_output_len=4,
+                           sent=0.25 * i, first_token=0.25 * i + 0.1, end=0.5 * i + 3.0,
+                           token_times=[0.25 * i + 0.1], ok=True) for i in range(5)]
+    with RecordWriter(tmp_path / "old.records.jsonl") as writer:
+        for r in recs:
+            writer(r)
+    m = load_run(tmp_path / "old.json").metrics
+    assert m["sent_rate"] == pytest.approx(4.0) and m["completion_rate"] == pytest.approx(2.0)
+
+
+def test_a_launched_servers_memory_after_load_comes_from_its_launch_record(tmp_path):
+    from infermeter.reports.charts import build_charts
+    from infermeter.telemetry.summary import summarize_gpus
+
+    gib = 1 << 30
+    root = tmp_path / "exp"
+    write_example_store(root, ["vllm", "tgi"], repeats=1, quick=True, workloads=("short",))
+    servers = root / "servers"
+    servers.mkdir(exist_ok=True)
+    for i, mem in enumerate((15, 16)):  # started twice: the larger counts
+        samples = [{"kind": "gpu", "gpu": 0, "t": t, "phase": ph, "mem_used_bytes": m, "mem_total_bytes": 80 * gib}
+                   for t, ph, m in [(0.0, "idle", 0), (5.0, "loading", 8 * gib), (9.0, "ready", mem * gib)]]
+        devices = summarize_gpus(samples, window=None, origin=0.0)
+        (servers / f"vllm-{i}.json").write_text(json.dumps(
+            {"target": "vllm", "startup_s": 9.0, "telemetry": {"gpu": {"devices": devices}}}))
+    (servers / "tgi-0.json").write_text("{not json")  # a broken record is skipped
+    exp = load_experiments([root])[0]
+    vllm = [c for c in exp.cells if c.target == "vllm"]
+    assert vllm and all(c.memory_mib["loaded"] == 16 * 1024.0 for c in vllm)
+    assert all("loaded" not in c.memory_mib for c in exp.cells if c.target == "tgi")
+    memory = [c for c in build_charts(exp.cells) if c.id.endswith("gpu-memory")]
+    assert memory and "launched server had loaded its model" in memory[0].caption

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 from array import array
 from collections import Counter
 from dataclasses import dataclass
@@ -106,13 +108,17 @@ def compute(
     errors: Counter = Counter()
     good = 0
     work = _WorkTally()
+    sends = Span()  # every request's send: the arrival rate the client achieved
+    ends = Span()  # every successful request's end: the rate the server finished them
     for r in records:
+        sends.add(r.sent)
         if not r.ok:
             n_failed += 1
             if r.error:
                 errors[r.error] += 1
             continue
         n_ok += 1
+        ends.add(r.end)
         out_lens.append(r.output_tokens)
         total_in += r.input_len
         for name in ("ttft", "tpot", "e2el"):
@@ -135,6 +141,8 @@ def compute(
         "request_throughput": len(ok) / dur if ok else 0.0,
         "output_throughput": total_out / dur if ok else 0.0,
         "total_token_throughput": (total_in + total_out) / dur if ok else 0.0,
+        "sent_rate": sends.rate(),
+        "completion_rate": ends.rate(),
     }
     if goodput is not None:
         m["request_goodput"] = good / dur if ok else 0.0
@@ -157,6 +165,40 @@ def compute(
     m["output_len_stats"] = _length_stats(out_lens)
     m["work"] = work.result()
     return m
+
+
+class Span:
+    """Count, first and last of a series of times: its rate is (count - 1) / (last - first),
+    the events per second between the first and the last (None with fewer than two)."""
+
+    __slots__ = ("n", "first", "last")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.first = math.inf
+        self.last = -math.inf
+
+    def add(self, t: float | None) -> None:
+        if t is not None:
+            self.n += 1
+            self.first = min(self.first, t)
+            self.last = max(self.last, t)
+
+    def rate(self) -> float | None:
+        span = self.last - self.first
+        return (self.n - 1) / span if self.n >= 2 and span > 0 else None
+
+
+def achieved_rates(records: Iterable[RequestRecord]) -> dict[str, float | None]:
+    """``sent_rate`` and ``completion_rate`` of measured (not warm-up) records, as ``compute`` has them."""
+    sends, ends = Span(), Span()
+    for r in records:
+        if getattr(r, "warmup", False):
+            continue
+        sends.add(r.sent)
+        if r.ok:
+            ends.add(r.end)
+    return {"sent_rate": sends.rate(), "completion_rate": ends.rate()}
 
 
 def _length_stats(values: Sequence[int]) -> dict:

@@ -322,10 +322,12 @@ def build_charts(cells: list[Cell], *, title_prefix: str = "") -> list[Chart]:
                             fontsize=8, color="#777777", ha="right", va="bottom")
 
         add(_line_chart(plt, pal, cid(f"rate-{w}"), f"Fixed request rates — {workload_desc(cells, w)}",
-                        "Open-loop load at a fixed offered rate. Left: requests completed per second (the dotted line "
-                        "is offered = achieved; falling below it means the server could not keep up); middle: share of the "
-                        "requests sent that succeeded; right: time to first token, mean (solid) and p99 (dashed).",
-                        pts, [("achieved request rate", [("request_throughput", "-", "")]),
+                        "Open-loop load at a fixed offered rate. Left: requests sent per second (dashed: the client's "
+                        "achieved arrival rate) and completed per second (solid), each between the first and the last "
+                        "of its events, so a short run's final drain does not lower it; the dotted line is offered = "
+                        "achieved, and completions falling below it mean the server could not keep up. Middle: share "
+                        "of the requests sent that succeeded; right: time to first token, mean (solid) and p99 (dashed).",
+                        pts, [("achieved request rate", _rate_series(pts)),
                               ("successful requests", [("success_pct", "-", "")]),
                               ("TTFT — mean, p99", [("mean_ttft_ms", "-", "mean"), ("p99_ttft_ms", "--", "p99")])],
                         LOAD_LABELS["rate"], lambda p: p.load_value, _int_label, extra=ideal))
@@ -399,16 +401,19 @@ def _memory(plt: Any, pal: dict, chart_id: str, cells: list[Cell]) -> Chart | No
     if not per:
         return None
     targets = sorted(per)
-    fig, axes = _new_figure(plt, 1, panel_w=max(4.5, 1.3 * len(targets) + 2), h=4.2)
+    bars = [(phase, label, alpha) for phase, label, alpha in
+            (("loaded", "after load", 0.3), ("ready", "before a cell's traffic (largest)", 0.6), ("peak", "peak", 1.0))
+            if any(phase in d for d in per.values())]
+    fig, axes = _new_figure(plt, 1, panel_w=max(4.5, 0.45 * len(bars) * len(targets) + 2.5), h=4.2)
     ax = axes[0]
-    width = 0.38
+    width = 0.8 / len(bars)
     for i, t in enumerate(targets):
         color, _ = pal[t]
-        for j, (phase, hatch, alpha) in enumerate((("ready", "", 0.55), ("peak", "", 1.0))):
+        for j, (phase, _label, alpha) in enumerate(bars):
             v = per[t].get(phase)
             if v is None:
                 continue
-            x = i + (j - 0.5) * width
+            x = i + (j - (len(bars) - 1) / 2) * width
             ax.bar(x, v / 1024, width * 0.95, color=color, alpha=alpha, edgecolor=color)
             ax.annotate(f"{v / 1024:.1f}", (x, v / 1024), xytext=(0, 2), textcoords="offset points",
                         ha="center", fontsize=8)
@@ -422,11 +427,13 @@ def _memory(plt: Any, pal: dict, chart_id: str, cells: list[Cell]) -> Chart | No
     ax.grid(False, axis="x")
     ax.set_ylim(0, max(v for d in per.values() for v in d.values()) / 1024 * 1.15)
     from matplotlib.patches import Patch
-    handles = [Patch(color="#555555", alpha=0.55), Patch(color="#555555")]
+    handles = [Patch(color="#555555", alpha=alpha) for _p, _l, alpha in bars]
     return _finish(plt, fig, chart_id, "GPU memory after load and at peak",
-                   "Memory used on the GPU(s) once the server had loaded the model (lighter bar) and the most seen "
-                   "during the runs (darker bar), summed over GPUs, from the runs' telemetry.",
-                   handles, ["after load", "peak"])
+                   "Memory used on the GPU(s), summed over GPUs, from telemetry: once a launched server had loaded "
+                   "its model, before any request (from the sweep's launch record); at the start of a cell, before "
+                   "its traffic (the largest over cells: a server that allocates its cache lazily grows here); and "
+                   "the most seen during the runs.",
+                   handles, [label for _p, label, _a in bars])
 
 
 def _errors(plt: Any, pal: dict, chart_id: str, cells: list[Cell], points: list[Point],
@@ -455,3 +462,10 @@ def _errors(plt: Any, pal: dict, chart_id: str, cells: list[Cell], points: list[
     return _finish(plt, fig, chart_id, "Failed requests",
                    "Share of requests that failed, per workload and load, for every workload where any cell had "
                    "errors. The tables list each cell's error messages.", handles, labels)
+
+
+def _rate_series(pts: list) -> list[tuple[str, str, str]]:
+    """Sent and completed per second; results written before those existed: completed / duration."""
+    if any(p.mean("completion_rate") is not None for p in pts):
+        return [("completion_rate", "-", "completed"), ("sent_rate", "--", "sent")]
+    return [("request_throughput", "-", "completed / duration")]

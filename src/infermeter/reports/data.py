@@ -20,6 +20,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "output_throughput": ("output throughput", "tok/s", True),
     "total_token_throughput": ("total token throughput", "tok/s", True),
     "request_throughput": ("request throughput", "req/s", True),
+    "sent_rate": ("requests sent per second", "req/s", True),
+    "completion_rate": ("requests completed per second", "req/s", True),
     "completed": ("successful requests", "", True),
     "failed": ("failed requests", "", False),
     "error_rate": ("error rate", "%", False),
@@ -92,7 +94,9 @@ class Cell:
     error_messages: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stopped_early: str | None = None
-    memory_mib: dict[str, float] = field(default_factory=dict)  # ready / peak, when telemetry has them
+    # GPU MiB, when telemetry has them: "loaded" (the launched server, before any request), "ready"
+    # (before this cell's traffic), "peak"
+    memory_mib: dict[str, float] = field(default_factory=dict)
 
     @property
     def unequal_work(self) -> bool:
@@ -127,6 +131,9 @@ class Point:
 # ---------------------------------------------------------------------- reading results
 def metrics_of(result: dict[str, Any]) -> dict[str, float | None]:
     out: dict[str, float | None] = {k: _num(result.get(k)) for k in METRICS if k in result}
+    rates = (result.get("infermeter") or {}).get("rates") or {}
+    for k in ("sent_rate", "completion_rate"):
+        out[k] = _num(rates.get(k))
     for k in METRICS:
         out.setdefault(k, _num(result.get(k)))
     completed, failed = out.get("completed"), out.get("failed")
@@ -214,6 +221,24 @@ def memory_of(result: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def loaded_memory(root: Path) -> dict[str, float]:
+    """Per target, the GPU MiB its launched server held once loaded, before any request: the
+    sweep's launch records (``servers/TARGET-EPOCH.json``); the largest when it started more than once."""
+    out: dict[str, float] = {}
+    for path in sorted((root / "servers").glob("*.json")):
+        try:
+            start = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(start, dict) or not isinstance(start.get("target"), str):
+            continue
+        devices = ((start.get("telemetry") or {}).get("gpu") or {}).get("devices")
+        mib = _sum_phases(devices).get("ready") if isinstance(devices, dict) else None
+        if mib is not None:
+            out[start["target"]] = max(out.get(start["target"], 0.0), mib)
+    return out
+
+
 def flags_of(result: dict[str, Any], metrics: dict[str, float | None], source: str) -> list[str]:
     im = result.get("infermeter") or {}
     flags = []
@@ -299,7 +324,12 @@ def load_experiment(root: str | Path) -> Experiment:
         definition = {**{k: row.get(k) for k in ("cell_id", "target", "workload", "dataset", "input_len",
                                                  "output_len", "load_mode", "load_value", "repeat", "source")},
                       **{k: v for k, v in definition.items() if v is not None}}
+        _add_rates(result, store.cell_dir(cid))
         cells.append(cell_from_result(result, definition, experiment=name))
+    loaded = loaded_memory(Path(root))
+    for c in cells:
+        if c.target in loaded:
+            c.memory_mib["loaded"] = loaded[c.target]
     return Experiment(name=name, root=Path(root), cells=cells, skipped=skipped)
 
 
@@ -355,7 +385,24 @@ def load_run(path: str | Path) -> Cell:
         raise UserError(f"{str(path)!r} is not a result JSON file ({exc})", "give a run's result JSON") from None
     if not isinstance(result, dict):
         raise UserError(f"{str(path)!r} holds no result object", "give a run's result JSON")
+    _add_rates(result, p.parent)
     return cell_from_result(result, definition, cell_id=p.parent.name if definition else p.stem)
+
+
+def _add_rates(result: dict[str, Any], folder: Path) -> None:
+    """A result written before ``infermeter.rates`` existed: derive them from its records file."""
+    im = result.get("infermeter")
+    if not isinstance(im, dict) or im.get("rates") or not im.get("records_file"):
+        return
+    path = folder / Path(str(im["records_file"])).name
+    if path.is_file():
+        from infermeter.metrics.compute import achieved_rates
+        from infermeter.storage.files import read_records
+
+        try:
+            im["rates"] = achieved_rates(read_records(path))
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------- grouping

@@ -88,6 +88,7 @@ def build_result(
         "errors_by_class": metrics["errors_by_class"],
         "output_len_stats": metrics["output_len_stats"],
         "work": metrics["work"],
+        "rates": {"sent_rate": metrics.get("sent_rate"), "completion_rate": metrics.get("completion_rate")},
         "goodput": metrics.get("goodput"),
         "client": outcome.client.to_dict(),
         "stopped_early": outcome.stopped_early,
