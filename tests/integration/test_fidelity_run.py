@@ -71,6 +71,9 @@ def test_two_shards_merged_equal_the_unsharded_run(test_server, tokenizer_dir, t
         assert m[key] == pytest.approx(w[key], rel=0.25), key
     assert m["mean_ttft_ms"] >= 19.0
     assert m["infermeter"]["client"]["processes"] == 2
+    # the merged samples are judged as one run's
+    assert m["infermeter"]["validity"]["label"] in ("VALID", "INVALID")
+    assert m["infermeter"]["validity"]["confidence"]["ttft"]["n"] == 40
 
 
 def test_workers_split_a_closed_loop_and_merge(test_server, tokenizer_dir, tmp_path):
@@ -88,6 +91,14 @@ def test_workers_split_a_closed_loop_and_merge(test_server, tokenizer_dir, tmp_p
     assert sorted(x.index for x in recs) == list(range(30))
     # the server saw every request exactly once
     assert server.stats()["count"] == 30
+    # one label for the merged run, and telemetry sampled once, by the parent, over the common window
+    assert r["infermeter"]["validity"]["confidence"]["ttft"]["n"] == 30
+    tel = r["infermeter"]["telemetry"]
+    assert tel["enabled"] and [p["name"] for p in tel["phases"]][:2] == ["ready", "load"]
+    assert tel["window"]["start_epoch"] == pytest.approx(r["infermeter"]["start_epoch"])
+    assert tel["output_tokens"] == 240
+    shard_results = [json.loads(p.read_text()) for p in (tmp_path / r["infermeter"]["shards_dir"]).glob("shard*.json")]
+    assert len(shard_results) == 2 and all(not s["infermeter"]["telemetry"]["enabled"] for s in shard_results)
 
 
 def test_start_at_in_the_past_is_a_usage_error(test_server, tokenizer_dir, tmp_path, capsys):

@@ -24,6 +24,7 @@ from typing import Callable
 
 from infermeter.errors import UserError
 from infermeter.runner.spec import RunSpec
+from infermeter.telemetry import TelemetrySession
 
 START_MARGIN_S = 0.2  # between the last worker reporting ready and the common start
 READY_TIMEOUT_S = 600.0  # a worker that takes longer to prepare (prompts, warm-up) is given up on
@@ -116,7 +117,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     for i in range(n):
         child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
                                         "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
-                                        "start_at": None})
+                                        "start_at": None, "telemetry": False})  # sampled once, here
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or []), cpus[i]),
                            name=f"infermeter-worker-{i}", daemon=True)
@@ -125,13 +126,21 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
         conns.append(parent_end)
         procs.append(proc)
     log(f"{n} worker processes started; waiting for them to prepare")
+    # GPU and server telemetry for the whole run, sampled by this (otherwise idle) process
+    telemetry = TelemetrySession.for_run(spec, log=log).start()
     try:
+        telemetry.attach_server(_base_url(spec), spec.backend)
+        telemetry.mark_phase("ready")
         _wait_all(conns, procs, "ready", READY_TIMEOUT_S)
         start_at = spec.start_at if spec.start_at is not None else time.time() + START_MARGIN_S
         for c in conns:
             c.send(("start", start_at))
         log(f"measured window starts at epoch {start_at:.3f}")
+        telemetry.mark_phase("load")
         paths = _wait_all(conns, procs, "done", None)
+    except BaseException:
+        telemetry.close()
+        raise
     finally:
         for c in conns:
             try:
@@ -146,10 +155,19 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     result, records_path = merge_files([Path(p) for p in paths], result_path)
     result["infermeter"]["workers"] = n
     result["infermeter"]["shards_dir"] = os.path.relpath(shard_dir, result_path.parent)
+    origin = float(result["infermeter"]["start_epoch"])
+    result["infermeter"]["telemetry"] = telemetry.stop(
+        path=result_path.with_name(result_path.stem + ".telemetry.jsonl"), origin=origin,
+        window=(origin, origin + float(result.get("duration") or 0.0)),
+        output_tokens=int(result.get("total_output_tokens") or 0))
     from infermeter.storage.files import write_json_atomic
 
     write_json_atomic(result_path, result)
     return RunReport(result=result, result_path=result_path, records_path=records_path)
+
+
+def _base_url(spec: RunSpec) -> str:
+    return (spec.base_url or f"http://{spec.host or '127.0.0.1'}:{spec.port or 8000}").rstrip("/")
 
 
 def _wait_all(conns, procs, want: str, timeout: float | None) -> list:

@@ -151,6 +151,9 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     )
     out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
     out["infermeter"]["merged_from"] = sources
+    from infermeter.metrics.validity import assess  # the merged samples judged as one run's
+
+    out["infermeter"]["validity"] = assess(out, merged)
     return out, merged
 
 
