@@ -9,7 +9,8 @@
 # --continuous-batching` and run the reduced seed experiments (experiment.yaml) with GPU
 # telemetry, runs the client self-check, writes the report, and prints a summary table last.
 # Budget: INFERMETER_GPU_BUDGET_S seconds (default 420); the sweep is interrupted (its finished
-# cells kept) when less than the time needed for the self-check and the report is left.
+# cells kept) when less than the time needed for the self-check and the report is left.  Run it
+# again with the same OUTDIR to resume: the finished cells are kept, the rest run.
 # INFERMETER_GPU_REHEARSAL=1 runs the same pipeline on CPU with a tiny model of the same structure.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -23,7 +24,7 @@ WORK=${TMPDIR:-/tmp}/infermeter-gpu
 PY=${PYTHON:-python3}
 if [ "${INFERMETER_GPU_REHEARSAL:-0}" = 1 ]; then SHAPE=tiny DEVICE=cpu VENDOR=cpu; else SHAPE=llama-3.1-8b DEVICE=cuda VENDOR=nvidia; fi
 LOG=$OUT/run.log
-: >"$LOG"
+: >>"$LOG"
 step() { printf '[%4ds] %s\n' "$SECONDS" "$*" | tee -a "$LOG"; }
 quiet() { "$@" >>"$LOG" 2>&1 || { echo "failed: $* (see $LOG)"; tail -n 30 "$LOG"; exit 1; }; }
 
@@ -65,7 +66,9 @@ sed -e "s#@MODEL@#$WORK/model#g" -e "s#@OUTPUT@#$OUT/experiment#g" -e "s#@VENDOR
 LEFT=$(( BUDGET - SECONDS - 75 ))   # keep 75 s for the self-check, the report and the summary
 [ "$LEFT" -ge 30 ] || LEFT=30
 rc=0
-timeout -s INT -k 30 "$LEFT" "$PY" -m infermeter sweep "$OUT/experiment.yaml" --disable-tqdm >>"$LOG" 2>&1 || rc=$?
+RESUME=()
+[ -f "$OUT/experiment/experiment.json" ] && RESUME=(--resume)  # run again on the same OUTDIR: the cells left
+timeout -s INT -k 30 "$LEFT" "$PY" -m infermeter sweep "$OUT/experiment.yaml" "${RESUME[@]}" --disable-tqdm >>"$LOG" 2>&1 || rc=$?
 step "sweep exit code $rc (0 all cells done; 5 some failed or pending; 124/130 stopped at the time budget)"
 
 step "client self-check"
