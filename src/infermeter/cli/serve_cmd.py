@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -161,6 +162,7 @@ def _run_until_interrupted(server, prof, err: Console, provenance_file: Path | N
     def _sigterm(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
 
+    previous_int = signal.getsignal(signal.SIGINT)
     try:
         previous = signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not the main thread
@@ -178,8 +180,12 @@ def _run_until_interrupted(server, prof, err: Console, provenance_file: Path | N
             if getattr(server, "log_path", None):
                 err.print(f"log: {escape(str(server.log_path))}")
             err.print("Ctrl-C stops it")
-            while True:
-                rc = server.wait(timeout=1.0) if hasattr(server, "wait") else _sleep(1.0)
+            # From here Ctrl-C / SIGTERM only set a flag: an exception raised at an arbitrary point
+            # of Popen.wait can leave its internal lock held, and the stop would then wait in vain.
+            stop = threading.Event()
+            _set_handlers(lambda signum, frame: stop.set())  # noqa: ARG005
+            while not stop.wait(1.0):
+                rc = server.poll() if hasattr(server, "poll") else None
                 if rc is not None:
                     from infermeter.servers.local import ServerLaunchError, log_tail
 
@@ -193,9 +199,12 @@ def _run_until_interrupted(server, prof, err: Console, provenance_file: Path | N
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
-def _sleep(seconds: float) -> None:
-    import time
-
-    time.sleep(seconds)
+def _set_handlers(handler) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            return

@@ -404,7 +404,7 @@ def _memory(plt: Any, pal: dict, chart_id: str, cells: list[Cell]) -> Chart | No
     bars = [(phase, label, alpha) for phase, label, alpha in
             (("loaded", "after load", 0.3), ("ready", "before a cell's traffic (largest)", 0.6), ("peak", "peak", 1.0))
             if any(phase in d for d in per.values())]
-    fig, axes = _new_figure(plt, 1, panel_w=max(4.5, 0.45 * len(bars) * len(targets) + 2.5), h=4.2)
+    fig, axes = _new_figure(plt, 1, panel_w=max(4.5, 0.65 * len(bars) * len(targets) + 2), h=4.2)
     ax = axes[0]
     width = 0.8 / len(bars)
     for i, t in enumerate(targets):

@@ -150,6 +150,10 @@ class LocalServer:
         with self._lock:
             self._stop_locked(self.stop_timeout if timeout is None else timeout)
 
+    def poll(self) -> int | None:
+        """The server's exit status if it has exited, else None (also before it was started)."""
+        return self._proc.poll() if self._proc is not None else None
+
     def wait(self, timeout: float | None = None) -> int | None:
         """Block until the server exits (or ``timeout``); its exit status or None."""
         if self._proc is None:
