@@ -123,3 +123,13 @@ def test_simple_events_answers_for_every_single_line_data_stream(payloads, cuts)
     got = simple_events(times, pieces)
     assert got is not None
     assert list(zip(*got)) == _general(times, pieces)
+
+
+def test_simple_events_bound_each_event_not_the_stream():
+    # a long stream of small events (more than MAX_EVENT_BYTES in all) keeps the fast path ...
+    event = b"data: " + b"x" * 1000 + b"\n\n"
+    n = MAX_EVENT_BYTES // len(event) + 10
+    got = simple_events([1.0], [event * n])
+    assert got is not None and len(got[1]) == n
+    # ... while one event near the limit goes to the general framing, which judges its size
+    assert simple_events([1.0], [b"data: " + b"x" * MAX_EVENT_BYTES + b"\n\n"]) is None
