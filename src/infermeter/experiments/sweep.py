@@ -237,12 +237,12 @@ def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtim
 
 
 def _loaded_memory(summary: dict) -> str:
-    devices = (summary.get("gpu") or {}).get("devices") or {}
-    ready = [g["ready"]["mem_used_bytes"] for g in devices.values() if g.get("ready")]
-    if not ready:
+    gpu = summary.get("gpu") or {}
+    ready = gpu.get("ready_mem_used_bytes")  # summed over the GPUs (telemetry's own total)
+    if ready is None:
         return ""
-    idle = [g.get("idle_mem_used_bytes") or 0 for g in devices.values()]
-    return f"; GPU memory used {sum(ready) / 2**30:.1f} GiB (idle {sum(idle) / 2**30:.1f} GiB)"
+    idle = sum(g.get("idle_mem_used_bytes") or 0 for g in (gpu.get("devices") or {}).values())
+    return f"; GPU memory used {ready / 2**30:.1f} GiB (idle {idle / 2**30:.1f} GiB)"
 
 
 def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
@@ -267,30 +267,18 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
                                      result_dir=str(cdir), result_filename=RESULT_FILENAME,
                                      progress=progress is not None)
         report = execute_run(spec, argv=argv, progress=factory, engine_progress=engine_progress, log=ev.log)
-    except TargetError as exc:
-        _copy_log(rt, log_offset, cdir)
-        store.fail_cell(record, str(exc))
-        outcome.failed.append(cid)
-        ev.cell_failed(cell, str(exc))
-        return "target_error"
-    except UserError as exc:
-        _copy_log(rt, log_offset, cdir)
-        store.fail_cell(record, str(exc))
-        outcome.failed.append(cid)
-        ev.cell_failed(cell, str(exc))
-        return "failed"
     except KeyboardInterrupt:
         _set_aside_interrupted(store, cell, outcome)
         raise
-    except Exception as exc:  # a bug in one cell: record it and go on with the next
-        if os.environ.get("INFERMETER_DEBUG"):
+    except Exception as exc:  # a user or target error, or a bug in one cell: record it, go on with the next
+        if not isinstance(exc, UserError) and os.environ.get("INFERMETER_DEBUG"):
             raise
-        error = f"internal error: {type(exc).__name__}: {exc}"
+        error = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
         _copy_log(rt, log_offset, cdir)
         store.fail_cell(record, error)
         outcome.failed.append(cid)
         ev.cell_failed(cell, error)
-        return "failed"
+        return "target_error" if isinstance(exc, TargetError) else "failed"
     result = report.result
     if fired["timeout"] and _interrupted(result):
         _mark_timed_out(report.result_path, result, float(timeout))

@@ -230,12 +230,9 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
 @contextlib.contextmanager
 def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
     if not spec.uses_embedded_engine():
-        if spec.base_url:
-            base = spec.base_url.rstrip("/")
-            if not base.startswith(("http://", "https://")):
-                raise UserError(f"--base-url {spec.base_url!r} has no scheme", "write it as http://HOST:PORT")
-        else:
-            base = f"http://{spec.host or '127.0.0.1'}:{spec.port or 8000}"
+        base = spec.server_url()
+        if not base.startswith(("http://", "https://")):
+            raise UserError(f"--base-url {spec.base_url!r} has no scheme", "write it as http://HOST:PORT")
         yield base, None
         return
     from infermeter.runner.embedded import EmbeddedEngine

@@ -91,6 +91,10 @@ class RunSpec(BaseModel):
     def uses_embedded_engine(self) -> bool:
         return self.base_url is None and self.host is None and self.port is None
 
+    def server_url(self) -> str:
+        """The server's base URL (``--base-url``, else ``--host``/``--port``); not for the embedded engine."""
+        return (self.base_url or f"http://{self.host or '127.0.0.1'}:{self.port or 8000}").rstrip("/")
+
     @model_validator(mode="after")
     def _validate(self) -> "RunSpec":
         self.check()

@@ -129,7 +129,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     # GPU and server telemetry for the whole run, sampled by this (otherwise idle) process
     telemetry = TelemetrySession.for_run(spec, log=log).start()
     try:
-        telemetry.attach_server(_base_url(spec), spec.backend)
+        telemetry.attach_server(spec.server_url(), spec.backend)
         telemetry.mark_phase("ready")
         _wait_all(conns, procs, "ready", READY_TIMEOUT_S)
         start_at = spec.start_at if spec.start_at is not None else time.time() + START_MARGIN_S
@@ -164,10 +164,6 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
 
     write_json_atomic(result_path, result)
     return RunReport(result=result, result_path=result_path, records_path=records_path)
-
-
-def _base_url(spec: RunSpec) -> str:
-    return (spec.base_url or f"http://{spec.host or '127.0.0.1'}:{spec.port or 8000}").rstrip("/")
 
 
 def _wait_all(conns, procs, want: str, timeout: float | None) -> list:
