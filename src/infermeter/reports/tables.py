@@ -18,8 +18,8 @@ COMPARED = {"burst": ["output_throughput", "total_token_throughput", "mean_ttft_
                       "mean_itl_ms"],
             "concurrency": ["output_throughput", "total_token_throughput", "mean_ttft_ms", "p99_ttft_ms",
                             "mean_tpot_ms", "mean_itl_ms"],
-            "rate": ["request_throughput", "output_throughput", "success_pct", "mean_ttft_ms", "p99_ttft_ms",
-                     "mean_tpot_ms"]}
+            "rate": ["sent_rate", "completion_rate", "request_throughput", "output_throughput", "success_pct",
+                     "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms"]}
 SUMMARY_METRICS = ["output_throughput", "p99_ttft_ms"]
 TIE = 0.01  # within 1 %: about the same
 
