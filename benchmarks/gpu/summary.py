@@ -38,6 +38,31 @@ def verdict(validity: dict) -> str:
     return validity.get("label", "-") + (": " + "; ".join(other) if other else "")
 
 
+def client_line(out: Path, cells: list) -> str:
+    """Requests, output lengths, the client's lag and CPU, send lags, and where the cells' time went."""
+    n = sum(r["completed"] for _, _, r in cells)
+    lens = [(r["infermeter"].get("output_len_stats") or {}) for _, _, r in cells]
+    lag = max(((r["infermeter"]["client"].get("loop_lag_p99_ms") or 0.0, name) for name, _, r in cells),
+              default=(0.0, "-"))
+    cpu = max((r["infermeter"]["client"].get("cpu_utilization") or 0.0 for _, _, r in cells), default=0.0)
+    dispatch = max((r["infermeter"]["client"].get("dispatch_lag_max_ms") or 0.0 for _, _, r in cells), default=0.0)
+    send = 0.0
+    for name, _, r in cells:
+        if r["infermeter"]["load"].get("mode") != "rate":
+            continue
+        for line in (out / "experiment" / "cells" / name / "result.records.jsonl").open():
+            rec = json.loads(line)
+            if not rec.get("warmup") and rec.get("sent") is not None:
+                send = max(send, 1000 * (rec["sent"] - rec["scheduled"]))
+    wall = sum(c["finished"] - c["started"] for _, c, _ in cells if c.get("finished") and c.get("started"))
+    measured = sum(r["duration"] for _, _, r in cells)
+    return (f"requests: {n} measured, output lengths {min(x.get('min', 0) for x in lens)}.."
+            f"{max(x.get('max', 0) for x in lens)}; client: loop-lag p99 at most {lag[0]:.2f} ms ({lag[1]}), "
+            f"CPU at most {100 * cpu:.1f} % of a core; rate cells: release lag at most {dispatch:.2f} ms, "
+            f"send lag at most {send:.2f} ms; cells took {wall:.0f} s, of which measured {measured:.0f} s "
+            f"(the rest: warm-up requests and preparation)")
+
+
 def main(out: Path) -> None:
     machine = out / "machine.txt"
     if machine.exists():
@@ -89,6 +114,7 @@ def main(out: Path) -> None:
     print()
     done = sum(1 for _, _, r in cells if r is not None)
     print(f"cells: {done} with results of {len(cells)}; client-bound: {bound}; unequal output lengths: {unequal}")
+    print(client_line(out, [(n, c, r) for n, c, r in cells if r is not None]))
     if ready or peaks:
         print(f"GPU memory (NVML): after the model loaded {_gib(ready[0] if ready else None)} (before any request); "
               f"before the last cell {_gib(ready[-1] if ready else None)}; peak {_gib(max(peaks) if peaks else None)}")
