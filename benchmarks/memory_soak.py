@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write the samples here")
     args = ap.parse_args()
 
-    from infermeter.engine.models import ensure_tokenizer
+    from infermeter.embedded.models import ensure_tokenizer
     from infermeter.testserver.helper import run_test_server
 
     tok_dir = ensure_tokenizer()[0]

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from infermeter.engine.build import ensure_llama_server
-from infermeter.engine.models import EOS_TOKEN, ensure_model
-from infermeter.engine.server import EmbeddedServer
+from infermeter.embedded.build import ensure_llama_server
+from infermeter.embedded.models import EOS_TOKEN, ensure_model
+from infermeter.embedded.server import EmbeddedServer
 from infermeter.workloads.tokenizer import load_tokenizer
 
 pytestmark = [pytest.mark.integration]

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from infermeter.cli.main import main
-from infermeter.experiments.plan import build_plan
+from infermeter.experiments.cells import build_plan
 from infermeter.experiments.recipes import recipe_data
-from infermeter.experiments.spec import spec_from_data
+from infermeter.experiments.specfile import spec_from_data
 from infermeter.experiments.store import Store
 from infermeter.experiments.sweep import run_sweep
 from infermeter.errors import UserError
@@ -182,8 +182,8 @@ def test_quick_recipe_shrunk_against_the_embedded_engine(tmp_path):
 def test_launch_target_starts_a_server_from_its_profile(tmp_path):
     """A `launch:` target: the sweep starts llama-server through the llama.cpp launch
     profile with explicit settings, runs the target's cells against it, and stops it."""
-    from infermeter.engine.build import ensure_llama_server
-    from infermeter.engine.models import ensure_model
+    from infermeter.embedded.build import ensure_llama_server
+    from infermeter.embedded.models import ensure_model
 
     model = ensure_model("tiny")
     data = {

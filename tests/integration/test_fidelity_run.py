@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from infermeter.cli.main import main
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.storage.files import read_records
 

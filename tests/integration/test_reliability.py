@@ -18,7 +18,7 @@ from aiohttp import web
 
 from infermeter.cli.main import main
 from infermeter.cli.run_cmd import exit_code_for
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.storage.files import read_records
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from infermeter.cli.main import main
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.storage.files import read_records
 
@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def llama():
-    from infermeter.engine.build import ensure_llama_server
-    from infermeter.engine.models import ensure_model
-    from infermeter.engine.server import EmbeddedServer
+    from infermeter.embedded.build import ensure_llama_server
+    from infermeter.embedded.models import ensure_model
+    from infermeter.embedded.server import EmbeddedServer
 
     binary = ensure_llama_server()
     model = ensure_model("tiny")

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.servers import LocalServer, ServerSettings
 from infermeter.servers.local import ServerLaunchError
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def engine():
-    from infermeter.engine.build import ensure_llama_server
-    from infermeter.engine.models import ensure_model
+    from infermeter.embedded.build import ensure_llama_server
+    from infermeter.embedded.models import ensure_model
 
     return ensure_llama_server(), ensure_model("tiny")
 

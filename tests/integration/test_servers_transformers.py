@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.servers import LocalServer, ServerSettings
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from infermeter.engine.build import ensure_llama_server
-from infermeter.engine.models import ensure_model
-from infermeter.engine.server import EmbeddedServer
-from infermeter.runner.session import execute_run
+from infermeter.embedded.build import ensure_llama_server
+from infermeter.embedded.models import ensure_model
+from infermeter.embedded.server import EmbeddedServer
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 from infermeter.telemetry import TelemetrySession, read_series
 

@@ -10,7 +10,7 @@ import pytest
 from infermeter.cli.main import main
 from infermeter.runner import session
 from infermeter.runner.capacity import parse_slos, search_capacity
-from infermeter.runner.session import execute_run
+from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from infermeter.engine import build
-from infermeter.engine.build import (
+from infermeter.embedded import build
+from infermeter.embedded.build import (
     CMAKE_FLAGS,
     LLAMA_CPP_PYTHON_VERSION,
     engine_dir,
     ensure_llama_server,
     llama_server_version,
 )
-from infermeter.engine.paths import file_lock
+from infermeter.embedded.paths import file_lock
 from infermeter.errors import EngineError
 
 

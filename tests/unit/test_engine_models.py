@@ -12,8 +12,8 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from infermeter.engine import models  # noqa: E402
-from infermeter.engine.models import (  # noqa: E402
+from infermeter.embedded import models  # noqa: E402
+from infermeter.embedded.models import (  # noqa: E402
     CHAT_TEMPLATE,
     EOS_TOKEN,
     MODELS,
@@ -23,7 +23,7 @@ from infermeter.engine.models import (  # noqa: E402
     train_tokenizer,
     write_gguf,
 )
-from infermeter.engine.paths import cache_root  # noqa: E402
+from infermeter.embedded.paths import cache_root  # noqa: E402
 from infermeter.errors import UserError  # noqa: E402
 from infermeter.workloads.tokenizer import load_tokenizer  # noqa: E402
 

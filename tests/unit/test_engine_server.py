@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infermeter.engine.models import ModelFiles
-from infermeter.engine.server import EmbeddedServer, default_ctx_size
+from infermeter.embedded.models import ModelFiles
+from infermeter.embedded.server import EmbeddedServer, default_ctx_size
 from infermeter.errors import EngineError, UserError
 
 FAKE = textwrap.dedent("""\
@@ -206,8 +206,8 @@ def test_server_dies_with_a_killed_parent(fake_binary: Path, model: ModelFiles, 
     code = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from infermeter.engine.models import ModelFiles
-        from infermeter.engine.server import EmbeddedServer
+        from infermeter.embedded.models import ModelFiles
+        from infermeter.embedded.server import EmbeddedServer
         m = ModelFiles(name="fake", gguf=Path({str(model.gguf)!r}), tokenizer_dir=None,
                        model_id="m", n_ctx_train=4096, n_params=1)
         s = EmbeddedServer(m, binary={str(fake_binary)!r}).start()

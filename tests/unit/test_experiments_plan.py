@@ -11,11 +11,11 @@ import yaml
 
 from infermeter.cli.main import main
 from infermeter.errors import UserError
-from infermeter.experiments.plan import CELL_OVERHEAD_S, ENGINE_START_S, Estimator, build_plan, runspec_from_settings
+from infermeter.experiments.cells import CELL_OVERHEAD_S, ENGINE_START_S, Estimator, build_plan, runspec_from_settings
 from infermeter.experiments.recipes import (
     list_recipes, load_recipe, parse_target, recipe_data, recipe_names, recipe_text,
 )
-from infermeter.experiments.spec import parse_spec
+from infermeter.experiments.specfile import parse_spec
 
 SPEC = """\
 name: grid

@@ -8,7 +8,7 @@ import pytest
 
 from infermeter.cli.main import main
 from infermeter.errors import UserError
-from infermeter.experiments.spec import parse_spec
+from infermeter.experiments.specfile import parse_spec
 
 GOOD = """\
 name: demo

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 
 from infermeter.errors import UserError
-from infermeter.experiments.plan import build_plan
-from infermeter.experiments.spec import parse_spec
+from infermeter.experiments.cells import build_plan
+from infermeter.experiments.specfile import parse_spec
 from infermeter.experiments.store import CELL_COLUMN_NAMES, STORE_SCHEMA_VERSION, Store
 
 SPEC = """\

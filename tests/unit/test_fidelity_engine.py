@@ -8,11 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from infermeter.clients.protocols import OpenAIProtocol, RequestOptions
+from infermeter.clients.protocols import OpenAIProtocol
+from infermeter.core.protocol import RequestOptions
 from infermeter.load.schedule import arrival_offsets, make_plan
-from infermeter.runner.engine import LoadRunner
-from infermeter.runner.shard import Shard
-from infermeter.workloads.base import Prompt
+from infermeter.load.generator import LoadRunner
+from infermeter.load.shard import Shard
+from infermeter.core.prompt import Prompt
 
 STREAM = [b'data: {"choices":[{"text":" a"}]}\n\n', b'data: {"choices":[{"text":" b","finish_reason":"length"}],'
           b'"usage":{"completion_tokens":2,"prompt_tokens":3}}\n\n', b"data: [DONE]\n\n"]
@@ -147,4 +148,6 @@ def test_the_open_loop_keeps_no_finished_request_alive():
     outcome = asyncio.run(go())
     assert len(outcome.records) == n and all(r.ok for r in outcome.records)
     assert len(refs) >= n and alive_done
-    assert max(alive_done) <= 5  # only those whose done-callbacks have yet to run
+    # Only those whose done-callbacks have yet to run: a handful on a quiet core, a few
+    # more when the machine is busy.  Keeping finished tasks, as before, holds ~n/3 here.
+    assert max(alive_done) <= 20

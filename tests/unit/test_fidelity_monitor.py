@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from infermeter.runner.monitor import ClientStats, LoopMonitor, judge_client, mean_difference
+from infermeter.core.outcome import ClientStats
+from infermeter.load.monitor import LoopMonitor, judge_client, mean_difference
 
 uvloop = pytest.importorskip("uvloop")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")

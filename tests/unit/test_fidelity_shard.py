@@ -10,9 +10,9 @@ import pytest
 
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, arrival_offsets, make_plan
-from infermeter.runner.records import RequestRecord
-from infermeter.runner.shard import Shard, check_start_at
-from infermeter.storage.merge import merge_shards
+from infermeter.core.records import RequestRecord
+from infermeter.load.shard import Shard, check_start_at
+from infermeter.metrics.merge import merge_shards
 
 
 @pytest.mark.parametrize("arrival,burstiness", [("poisson", 1.0), ("gamma", 0.5), ("constant", 1.0)])
@@ -77,7 +77,7 @@ def test_start_at_in_the_past_is_refused_beyond_a_second():
 def test_sleep_until_epoch_lands_on_the_epoch():
     import asyncio
 
-    from infermeter.runner.shard import sleep_until_epoch
+    from infermeter.load.shard import sleep_until_epoch
 
     async def go():
         target = time.time() + 0.05
@@ -215,7 +215,7 @@ def test_merge_files_reads_records_next_to_results_and_skips_earlier_merges(tmp_
     import json
 
     from infermeter.storage.files import RecordWriter, read_records
-    from infermeter.storage.merge import merge_files
+    from infermeter.metrics.merge import merge_files
 
     for i, recs in enumerate([[_rec(0, 0.0, [0.1, 0.2], 0.2)], [_rec(1, 0.0, [0.3, 0.5], 0.5)]]):
         res = _result((i, 2), 50.0, 1, dict(GLOBAL, num_requests=2))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infermeter.clients.base import ErrorClass, RawExchange
+from infermeter.core.exchange import ErrorClass, RawExchange
 from infermeter.clients.fasthttp import STALE_LIMIT, FastTransport, _Conn, make_transport
 from infermeter.clients.http import HttpTransport
 from infermeter.clients.sse import parse_events

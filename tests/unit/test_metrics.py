@@ -6,7 +6,7 @@ import pytest
 from infermeter.errors import UserError
 from infermeter.metrics.compute import GoodputSLO, compute, parse_percentiles
 from infermeter.metrics.stats import min_samples_for
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 
 
 def rec(i, sent, tokens, end, out=None, asked=None, ok=True, error=None):

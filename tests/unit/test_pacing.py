@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from infermeter.runner.pacing import ArrivalWaiter
+from infermeter.load.pacing import ArrivalWaiter
 
 
 @pytest.mark.parametrize("use_timerfd", [True, False])

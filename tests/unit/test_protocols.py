@@ -1,9 +1,10 @@
 import orjson
 
-from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.protocols import OpenAIProtocol, RequestOptions, TGIProtocol
-from infermeter.runner.records import RequestRecord
-from infermeter.workloads.base import Prompt
+from infermeter.core.exchange import ErrorClass, RawExchange
+from infermeter.clients.protocols import OpenAIProtocol, TGIProtocol
+from infermeter.core.protocol import RequestOptions
+from infermeter.core.records import RequestRecord
+from infermeter.core.prompt import Prompt
 
 OPTS = RequestOptions(model="m", ignore_eos=True)
 

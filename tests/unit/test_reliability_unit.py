@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from infermeter.cli.main import main
-from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.protocols import OpenAIProtocol, RequestOptions, TGIProtocol
+from infermeter.core.exchange import ErrorClass, RawExchange
+from infermeter.clients.protocols import OpenAIProtocol, TGIProtocol
+from infermeter.core.protocol import RequestOptions
 from infermeter.clients.sse import MAX_EVENT_BYTES
 from infermeter.errors import UserError, safe_text, user_error_from_validation
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 from infermeter.runner.spec import RunSpec
 from infermeter.secrets import api_key_from, check_headers, parse_headers, redact_argv, redact_headers
 from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
@@ -110,7 +111,7 @@ def test_a_validation_error_from_runspec_is_one_line(monkeypatch, capsys):
 
 
 def test_an_internal_error_is_one_line_exit_1(monkeypatch, capsys):
-    import infermeter.runner.session as session
+    import infermeter.runner.execute as session
 
     def boom(*a, **kw):
         raise RuntimeError("kaput\n\x1b[31mred")

@@ -208,7 +208,7 @@ def test_several_folders_merge_and_clashing_targets_are_kept_apart(tmp_path):
 
 
 def test_rates_come_from_the_result_or_else_from_its_records(tmp_path):
-    from infermeter.runner.records import RequestRecord
+    from infermeter.core.records import RequestRecord
     from infermeter.storage.files import RecordWriter
 
     with_rates = _result()

@@ -14,7 +14,8 @@ from infermeter.cli.main import main
 from infermeter.errors import UserError
 from infermeter.servers import PROFILES, ServerSettings, Vendor
 from infermeter.servers.docker import AMD_DEVICE_FLAGS, docker_argv, render_docker
-from infermeter.servers.dstack import dstack_config, render_dstack, validate_with_dstack
+from infermeter.servers.dstack import dstack_config, render_dstack
+from infermeter.servers.dstack_schema import validate_with_dstack
 from infermeter.servers.images import IMAGES, image_problem, is_rocm_image
 from infermeter.servers.lint import lint_text
 

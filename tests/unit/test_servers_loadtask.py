@@ -3,7 +3,7 @@ import yaml
 
 from infermeter.cli.main import main
 from infermeter.errors import UserError
-from infermeter.servers.dstack import validate_with_dstack
+from infermeter.servers.dstack_schema import validate_with_dstack
 from infermeter.servers.lint import lint_text
 from infermeter.servers.loadtask import load_task_config, render_load_task
 

@@ -10,7 +10,7 @@ import pytest
 from infermeter.errors import UserError
 from infermeter.metrics.validity import ValidityOptions, assess
 from infermeter.runner.capacity import PRESETS, parse_slos, search_capacity, steady_state
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 from infermeter.runner.spec import RunSpec
 
 CLEAN = {

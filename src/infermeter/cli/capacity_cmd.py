@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.errors import safe_text
 from infermeter.metrics.validity import ValidityOptions
 from infermeter.runner.capacity import parse_slos, search_capacity

@@ -7,13 +7,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from infermeter.cli.main import engine_app
+from infermeter.cli.app import engine_app
 
 
 @engine_app.command("build")
 def build() -> None:
     """Build llama-server from the pinned llama.cpp sources (once; cached)."""
-    from infermeter.engine.build import ensure_llama_server
+    from infermeter.embedded.build import ensure_llama_server
 
     err = Console(stderr=True)
 
@@ -27,7 +27,7 @@ def build() -> None:
 @engine_app.command("model")
 def model(name: Annotated[str, typer.Argument(help="tiny, 1b or gemma3-270m")] = "tiny") -> None:
     """Generate (or find) a model for the embedded engine and print its files."""
-    from infermeter.engine.models import ensure_model
+    from infermeter.embedded.models import ensure_model
 
     files = ensure_model(name)
     Console().print(f"{files.model_id}: {files.gguf} (tokenizer: {files.tokenizer_dir})")

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.errors import safe_text
 
 
@@ -23,7 +23,7 @@ def lint(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Errors only")] = False,
 ) -> None:
     """Check dstack task/service files that launch inference servers."""
-    from infermeter.servers.dstack import dstack_version
+    from infermeter.servers.dstack_schema import dstack_version
     from infermeter.servers.lint import has_errors, lint_file
 
     err = Console(stderr=True, highlight=False)

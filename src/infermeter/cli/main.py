@@ -13,29 +13,23 @@ import typer
 from pydantic import ValidationError
 from typer._click import exceptions as click_exc  # typer vendors click
 
-from infermeter.errors import UserError, safe_text, user_error_from_validation
-
-app = typer.Typer(
-    name="infermeter",
-    help="Benchmark LLM inference servers: launch, drive, measure, sweep, report.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-engine_app = typer.Typer(help="The embedded engine (llama.cpp's llama-server) and its generated models.",
-                         no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(engine_app, name="engine")
-
 # Command modules register themselves on import.
-from infermeter.cli import engine_cmd, run_cmd, shards_cmd  # noqa: E402,F401
-from infermeter.cli import merge_cmd, selfcheck_cmd  # noqa: E402,F401  (client fidelity: shards, self-check)
-from infermeter.cli import telemetry_cmd  # noqa: E402,F401  (GPU and server telemetry)
-from infermeter.cli import store_cmd, sweep_cmd  # noqa: E402,F401  (experiments: sweep, recipes, ls, show, import)
-from infermeter.cli import lint_cmd, serve_cmd  # noqa: E402,F401  (servers under test: serve, lint)
-from infermeter.cli import capacity_cmd  # noqa: E402,F401  (SLO capacity search)
-from infermeter.cli import report_cmd  # noqa: E402,F401  (reports: report, compare)
+from infermeter.cli import (  # noqa: F401  # noqa: F401  (client fidelity: shards, self-check)  # noqa: F401  (experiments: sweep, recipes, ls, show, import)  # noqa: F401  (servers under test: serve, lint)
+    capacity_cmd,  # noqa: F401  (SLO capacity search)
+    engine_cmd,
+    lint_cmd,
+    merge_cmd,
+    report_cmd,  # noqa: F401  (reports: report, compare)
+    run_cmd,
+    selfcheck_cmd,
+    serve_cmd,
+    shards_cmd,
+    store_cmd,
+    sweep_cmd,
+    telemetry_cmd,  # noqa: F401  (GPU and server telemetry)
+)
+from infermeter.cli.app import app
+from infermeter.errors import UserError, safe_text, user_error_from_validation
 
 EXIT_USAGE = 2
 

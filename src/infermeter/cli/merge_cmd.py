@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 
 
 @app.command("merge")
@@ -24,7 +24,7 @@ def merge(
     """
     from infermeter.cli.run_cmd import exit_code_for
     from infermeter.cli.summary import print_summary
-    from infermeter.storage.merge import merge_files
+    from infermeter.metrics.merge import merge_files
 
     result, records_path = merge_files(inputs, output)
     if json_summary:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from infermeter.runner.engine import Counters
+from infermeter.core.outcome import Counters
 
 
 def _line(c: Counters, t0: float, tok0: int) -> Text:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.errors import safe_text
 
 

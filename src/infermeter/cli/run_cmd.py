@@ -13,11 +13,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.cli.options import parse_kv
 from infermeter.cli.progress import live_progress
+from infermeter.cli.signals import raise_keyboard_interrupt
 from infermeter.cli.summary import print_summary
 from infermeter.errors import UserError, safe_text
+from infermeter.load.eventloop import use_uvloop
 from infermeter.runner.spec import RunSpec
 from infermeter.secrets import parse_headers
 
@@ -119,7 +121,7 @@ def run(
 
 
 def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
-    from infermeter.runner.session import execute_run
+    from infermeter.runner.execute import execute_run
 
     # A pipe or file gets wide lines rather than rich's 80-column default.
     console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -139,7 +141,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False) -> None:
     # are stopped, one line is printed, exit 130.  During the load the runner's own
     # handler stops it gracefully and saves a partial result.
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:
@@ -172,10 +174,6 @@ EXIT_STOPPED = 6  # a stop rule (--max-errors, --max-error-rate) ended the run e
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: completed requests and a partial result are saved
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def exit_code_for(result: dict) -> int:
     stopped = result["infermeter"].get("stopped_early")
     if stopped:
@@ -183,14 +181,3 @@ def exit_code_for(result: dict) -> int:
     if result.get("failed"):
         return EXIT_REQUEST_ERRORS
     return EXIT_OK
-
-
-def use_uvloop() -> None:
-    try:
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - non-Linux
-        pass

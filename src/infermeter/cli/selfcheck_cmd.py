@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 
 
 def _pct(x: float | None) -> str:
@@ -33,7 +33,7 @@ def selfcheck(
     Prints reported vs true TTFT/ITL per point, then the envelope: the largest
     load measured within 1 % and within 5 % error, and tokens/s capacity.
     """
-    from infermeter.cli.run_cmd import use_uvloop
+    from infermeter.load.eventloop import use_uvloop
     from infermeter.runner import selfcheck as sc
 
     console = Console(highlight=False)

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.cli.options import parse_kv
 from infermeter.errors import UserError, user_error_from_validation
 
@@ -127,10 +127,10 @@ def serve(
 
 def _embedded_llama(model: str, served: str | None, exe: str | None) -> tuple[str, str | None, str | None]:
     """``--model tiny``/``1b``/``gemma3-270m``: the embedded engine's generated models."""
-    from infermeter.engine.models import MODELS
+    from infermeter.embedded.models import MODELS
 
     if model in MODELS and not Path(model).exists():
-        from infermeter.engine.models import ensure_model
+        from infermeter.embedded.models import ensure_model
 
         files = ensure_model(model)
         return str(files.gguf), served or files.model_id, exe

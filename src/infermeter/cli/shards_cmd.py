@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 
 
 @app.command("shards", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.errors import UserError, safe_text
 
 import_app = typer.Typer(help="Bring results of other tools into an experiment store.", no_args_is_help=True,

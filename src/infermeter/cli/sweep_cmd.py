@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
+from infermeter.cli.signals import raise_keyboard_interrupt
 from infermeter.errors import UserError, safe_text
+from infermeter.load.eventloop import use_uvloop
 
 if TYPE_CHECKING:  # the experiments package is imported when a command runs, not at start-up
-    from infermeter.experiments.plan import Cell, Estimator
+    from infermeter.experiments.cells import Cell, Estimator
     from infermeter.experiments.spec import ExperimentSpec
 
 Opt = typer.Option
@@ -32,7 +34,7 @@ app.add_typer(recipes_app, name="recipes")
 def load_experiment(spec_file: str | None, recipe: str | None, targets: list[str], model: str | None,
                     tokenizer: str | None, output_dir: str | None) -> ExperimentSpec:
     from infermeter.experiments.recipes import apply_overrides, load_recipe
-    from infermeter.experiments.spec import parse_yaml, spec_from_data
+    from infermeter.experiments.specfile import parse_yaml, spec_from_data
 
     if spec_file and recipe:
         raise UserError("give a spec file or --recipe, not both", "e.g. infermeter sweep my.yaml")
@@ -81,7 +83,7 @@ def sweep(
 
 
 def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
-    from infermeter.experiments.plan import Estimator, build_plan, format_duration
+    from infermeter.experiments.cells import Estimator, build_plan, format_duration
     from infermeter.experiments.store import Store
 
     cells = build_plan(spec)
@@ -135,7 +137,7 @@ class ConsoleEvents:
         self.err = err
 
     def planned(self, todo: list[Cell], done: int, estimator: Estimator) -> None:
-        from infermeter.experiments.plan import format_duration
+        from infermeter.experiments.cells import format_duration
 
         self.err.print(f"{len(todo)} cells to run ({done} already done), estimated "
                        f"{format_duration(estimator.total(todo))}")
@@ -147,7 +149,7 @@ class ConsoleEvents:
         self.err.print(f"[yellow]target {escape(target)} skipped: {escape(safe_text(reason, 300))}[/yellow]")
 
     def cell_start(self, index: int, total: int, cell: Cell, eta_s: float) -> None:
-        from infermeter.experiments.plan import format_duration
+        from infermeter.experiments.cells import format_duration
 
         self.err.print(f"[{index}/{total}] {cell.cell_id}  {cell.load_label}, {cell.num_prompts} prompts"
                        f"  — experiment ETA {format_duration(eta_s)}", markup=False)
@@ -182,7 +184,7 @@ def cell_summary(row: dict[str, Any]) -> str:
 
 def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, progress: bool = True) -> int:
     from infermeter.cli.progress import live_progress
-    from infermeter.experiments.plan import format_duration
+    from infermeter.experiments.cells import format_duration
     from infermeter.experiments.sweep import run_sweep
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -191,9 +193,9 @@ def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, 
     def engine_progress(phase: str, done: int | None, total: int | None) -> None:
         err.print(f"[dim]engine: {phase}{f' {done}/{total}' if done is not None and total else ''}[/dim]")
 
-    _use_uvloop()
+    use_uvloop()
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     except ValueError:  # not the main thread
         previous = None
     try:
@@ -213,21 +215,6 @@ def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, 
                   "(the interrupted cell from scratch)")
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.complete else EXIT_INCOMPLETE
-
-
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _use_uvloop() -> None:
-    try:
-        import asyncio
-
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # pragma: no cover - non-Linux
-        pass
 
 
 @recipes_app.callback()

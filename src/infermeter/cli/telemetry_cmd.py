@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from infermeter.cli.main import app
+from infermeter.cli.app import app
 from infermeter.errors import UserError
 
 telemetry_app = typer.Typer(help="GPU and server telemetry: probe samplers, run the remote agent, scrape /metrics.",

@@ -39,7 +39,7 @@ import time
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from infermeter.clients.base import ErrorClass, RawExchange, http_error_class
+from infermeter.core.exchange import ErrorClass, RawExchange, http_error_class
 
 STALE_LIMIT = 3  # stale keep-alive failures before every request gets its own connection
 MAX_HEAD_BYTES = 1 << 16  # a response head larger than this is malformed

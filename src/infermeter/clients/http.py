@@ -18,7 +18,7 @@ from typing import Mapping
 
 import aiohttp
 
-from infermeter.clients.base import ErrorClass, RawExchange, http_error_class
+from infermeter.core.exchange import ErrorClass, RawExchange, http_error_class
 
 STALE_LIMIT = 3  # stale keep-alive failures before every request gets its own connection
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}

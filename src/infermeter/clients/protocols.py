@@ -6,37 +6,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
 
-from infermeter.clients.base import ErrorClass, RawExchange
+from infermeter.core.exchange import ErrorClass, RawExchange
 from infermeter.clients.sse import OversizedEvent, block_data, iter_event_blocks, simple_events
-from infermeter.runner.records import RequestRecord
-from infermeter.workloads.base import Prompt
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    model: str
-    stream: bool = True
-    ignore_eos: bool = False  # ask for exactly output_len tokens (when the backend honours it)
-    temperature: float | None = 0.0
-    top_p: float | None = None
-    top_k: int | None = None
-    extra_body: dict[str, Any] = field(default_factory=dict)
-
-
-class Protocol:
-    name: str
-    stream_path: str
-
-    def build_body(self, prompt: Prompt, opts: RequestOptions) -> bytes:
-        raise NotImplementedError
-
-    def interpret(self, raw: RawExchange, rec: RequestRecord, opts: RequestOptions) -> None:
-        raise NotImplementedError
+from infermeter.core.protocol import Protocol, RequestOptions
+from infermeter.core.records import RequestRecord
+from infermeter.core.prompt import Prompt
 
 
 def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from infermeter.clients.backends import ALIASES, BACKENDS
 from infermeter.errors import UserError
-from infermeter.experiments.spec import NAME_RE, ExperimentSpec, parse_yaml, spec_from_data
+from infermeter.experiments.spec import NAME_RE, ExperimentSpec
+from infermeter.experiments.specfile import parse_yaml, spec_from_data
 
 _PACKAGE = "infermeter.experiments"
 _FOLDER = "recipes"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from infermeter.errors import TargetError, UserError
-from infermeter.experiments.plan import Cell, Estimator, build_plan, runspec_from_settings
+from infermeter.experiments.cells import Cell, Estimator, build_plan, runspec_from_settings
 from infermeter.experiments.spec import ExperimentSpec
 from infermeter.experiments.store import Store, _interrupted, copy_file
 from infermeter.storage.files import write_json_atomic
@@ -182,7 +182,7 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
     if t.kind == "launch":
         yield from _launched(t, target, store, ev)
         return
-    from infermeter.runner.embedded import EmbeddedEngine
+    from infermeter.embedded.target import EmbeddedEngine
 
     cfg = t.embedded
     assert cfg is not None
@@ -247,7 +247,7 @@ def _loaded_memory(summary: dict) -> str:
 
 def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
               progress, engine_progress, argv, outcome: SweepOutcome) -> str:
-    from infermeter.runner.session import execute_run
+    from infermeter.runner.execute import execute_run
 
     cid = cell.cell_id
     cdir = store.cell_dir(cid)

@@ -22,7 +22,7 @@ import numpy as np
 
 from infermeter.errors import UserError
 from infermeter.metrics.stats import describe, min_samples_for, pct_label
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)

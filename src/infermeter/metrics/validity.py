@@ -15,7 +15,7 @@ import numpy as np
 
 from infermeter.metrics.confidence import mean_ci, percentile_ci
 from infermeter.metrics.stats import pct_label
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 
 VALID = "VALID"
 INVALID = "INVALID"

@@ -21,7 +21,7 @@ import numpy as np
 from infermeter.errors import UserError
 from infermeter.metrics.confidence import early_stopping_supports
 from infermeter.metrics.validity import ValidityOptions, assess
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 from infermeter.runner.spec import RunSpec
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -197,7 +197,7 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
     if max_runs < 2:
         raise UserError(f"--max-runs {max_runs} must be at least 2", "pass e.g. --max-runs 10")
     if run is None:
-        from infermeter.runner.session import execute_run as run
+        from infermeter.runner.execute import execute_run as run
     validity = validity or ValidityOptions()
     integer = vary == "concurrency"
     if integer:

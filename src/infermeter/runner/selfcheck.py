@@ -134,7 +134,7 @@ def truth_from(result: dict, records: Sequence, server_requests: Sequence[dict])
 def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_ms: float, output_len: int,
               requests: int, result_dir: Path) -> PointResult:
     """One grid point: reset the server's stats, run infermeter, compare with the server's records."""
-    from infermeter.runner.session import execute_run
+    from infermeter.runner.execute import execute_run
     from infermeter.runner.spec import RunSpec
     from infermeter.storage.files import read_records
 
@@ -184,7 +184,7 @@ def run_grid(grid: Iterable[tuple[int, float]], *, ttft_ms: float = 50.0, output
     from infermeter.testserver.helper import run_test_server
 
     if tokenizer_dir is None:
-        from infermeter.engine.models import ensure_tokenizer
+        from infermeter.embedded.models import ensure_tokenizer
 
         tokenizer_dir = str(ensure_tokenizer()[0])
     server_cpu, client_cpu = pick_cpus(server_cpu, client_cpu)

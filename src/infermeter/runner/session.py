@@ -1,6 +1,7 @@
 """One benchmark run, start to finish: target, tokenizer, prompts, load, results.
 
-The CLI and experiment sweeps both call ``execute_run``; it owns the order of
+The CLI and experiment sweeps call ``runner.execute.execute_run``, which runs this
+(``run_single``) in-process or once per worker; it owns the order of
 things (validate everything, then start servers, then load) and the promise
 that a failure mid-run loses no completed request.
 """
@@ -18,14 +19,16 @@ from typing import Any, Callable, Iterator
 
 from infermeter.clients.backends import get_backend, protocol_for
 from infermeter.clients.fasthttp import make_transport
-from infermeter.clients.protocols import RequestOptions, make_protocol
+from infermeter.clients.protocols import make_protocol
+from infermeter.core.protocol import RequestOptions
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, make_plan
 from infermeter.metrics.compute import GoodputSLO, compute, parse_metric_names, parse_percentiles
-from infermeter.runner.engine import Counters, LoadRunner, StopPolicy
+from infermeter.core.outcome import Counters, StopPolicy
+from infermeter.load.generator import LoadRunner
 from infermeter.runner.limits import ensure_open_files
-from infermeter.runner.monitor import judge_client
-from infermeter.runner.shard import Shard, check_start_at
+from infermeter.load.monitor import judge_client
+from infermeter.load.shard import Shard, check_start_at
 from infermeter.runner.spec import RunSpec
 from infermeter.runner.target import probe_target
 from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
@@ -50,15 +53,12 @@ class RunReport:
 ProgressFactory = Callable[[Counters], contextlib.AbstractAsyncContextManager]
 
 
-def execute_run(spec: RunSpec, *, argv: list[str] | None = None,
-                progress: ProgressFactory | None = None,
-                engine_progress: Callable[[str, int | None, int | None], None] | None = None,
-                log: Callable[[str], None] = lambda msg: None,
-                start_gate: Callable[[], Any] | None = None) -> RunReport:
-    if spec.workers > 1:  # N processes, one shard each, merged into one result
-        from infermeter.runner.workers import run_workers
-
-        return run_workers(spec, argv=argv, log=log)
+def run_single(spec: RunSpec, *, argv: list[str] | None = None,
+               progress: ProgressFactory | None = None,
+               engine_progress: Callable[[str, int | None, int | None], None] | None = None,
+               log: Callable[[str], None] = lambda msg: None,
+               start_gate: Callable[[], Any] | None = None) -> RunReport:
+    """One run in this process (``--workers 1``, or one worker's shard)."""
     backend = get_backend(spec.backend)
     endpoint = spec.endpoint or backend.default_endpoint
     kind = protocol_for(endpoint)
@@ -235,7 +235,7 @@ def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
             raise UserError(f"--base-url {spec.base_url!r} has no scheme", "write it as http://HOST:PORT")
         yield base, None
         return
-    from infermeter.runner.embedded import EmbeddedEngine
+    from infermeter.embedded.target import EmbeddedEngine
 
     engine = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel,
                             ctx_size=spec.engine_ctx_size, progress=engine_progress, log=log)

@@ -58,7 +58,7 @@ class RunSpec(BaseModel):
     max_concurrency: int | None = None
     warmup_requests: int = 0
     seed: int = 0
-    # sharding (runner/shard.py) and worker processes (runner/workers.py)
+    # sharding (load/shard.py) and worker processes (runner/workers.py)
     shard: str | None = None  # "i/N": this process runs slice i of N of the schedule
     start_at: float | None = None  # wall-clock epoch at which the measured window starts
     workers: int = 1  # worker processes, each running one shard; results merged

@@ -1,12 +1,12 @@
 """``--workers N``: N client processes, each with its own event loop and one shard of the schedule.
 
 One Python event loop saturates one core; a load that needs more is split
-into shards (see ``runner/shard.py``), one per process.  Each worker prepares
+into shards (see ``load/shard.py``), one per process.  Each worker prepares
 everything (prompts, connections, warm-up), reports ready, and waits for the
 common start epoch the parent hands out once all are ready, so every shard's
 measured window starts at the same wall-clock time.  Workers stream their
 records to their own JSONL files (records never cross a pipe on the hot
-path); the parent merges them (``storage/merge.py``) into the one result.
+path); the parent merges them (``metrics/merge.py``) into the one result.
 
 ``INFERMETER_WORKER_CPUS=2,3,4`` pins worker i to the i-th listed core
 (round robin when there are fewer cores than workers); unset, the workers
@@ -50,8 +50,8 @@ def worker_cpus(value: str | None, workers: int) -> list[int | None]:
 
 
 def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -> None:  # pragma: no cover
-    from infermeter.cli.run_cmd import use_uvloop
-    from infermeter.runner.session import execute_run
+    from infermeter.load.eventloop import use_uvloop
+    from infermeter.runner.session import run_single
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
@@ -65,7 +65,7 @@ def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -
 
     try:
         use_uvloop()
-        report = execute_run(spec, argv=argv, start_gate=gate)
+        report = run_single(spec, argv=argv, start_gate=gate)
         message = ("done", str(report.result_path))
     except UserError as exc:
         message = ("error", (type(exc).__name__, exc.problem, exc.fix, exc.exit_code))
@@ -99,8 +99,8 @@ def validate(spec: RunSpec) -> None:
 def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
     """Run ``spec`` in ``spec.workers`` processes and merge their shards; returns a RunReport."""
     from infermeter.runner.session import RunReport, _result_stem
-    from infermeter.storage.merge import merge_files
-    from infermeter.runner.shard import check_start_at
+    from infermeter.metrics.merge import merge_files
+    from infermeter.load.shard import check_start_at
 
     validate(spec)
     check_start_at(spec.start_at)

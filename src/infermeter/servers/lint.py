@@ -172,7 +172,7 @@ def has_errors(findings: list[Finding]) -> bool:
 
 
 def _dstack_pass(ctx: _Ctx, data: dict[str, Any]) -> None:
-    from infermeter.servers.dstack import validate_with_dstack
+    from infermeter.servers.dstack_schema import validate_with_dstack
 
     check = validate_with_dstack(data)
     if not check.available:

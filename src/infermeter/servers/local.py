@@ -7,7 +7,7 @@ capture its log, stop its whole process group.
 A sweep starts A, runs its cells, stops A, starts B.  The process runs in its own
 process group (``start_new_session``); ``stop()`` sends SIGTERM to the group, waits,
 then SIGKILL, so workers the server forked (TP ranks, TGI shards, SGLang schedulers)
-go with it.  The same helpers as the embedded engine (``infermeter.engine.server``) do
+go with it.  The same helpers as the embedded engine (``infermeter.embedded.server``) do
 the signalling, the loopback HTTP probes and the parent-death signal.
 """
 
@@ -200,7 +200,7 @@ class LocalServer:
         program = self.profile.program[0]
         if shutil.which(program) is None:
             if self.profile.name == "llama.cpp":  # the embedded engine's build of llama-server
-                from infermeter.engine.build import ensure_llama_server
+                from infermeter.embedded.build import ensure_llama_server
 
                 self.executable = str(ensure_llama_server())
                 return self.executable

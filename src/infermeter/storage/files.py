@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
-from infermeter.runner.records import RequestRecord
+from infermeter.core.records import RequestRecord
 
 
 class RecordWriter:

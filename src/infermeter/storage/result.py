@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from infermeter import __version__
 from infermeter.load.schedule import LoadPlan
-from infermeter.runner.engine import RunOutcome
+from infermeter.core.outcome import RunOutcome
 
 SCHEMA_VERSION = 1
 

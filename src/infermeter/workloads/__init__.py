@@ -21,7 +21,7 @@ from typing import Any
 from infermeter.errors import UserError
 from infermeter.workloads import jsonl, random_tokens, sharegpt, sonnet
 from infermeter.workloads._common import PromptList
-from infermeter.workloads.base import Prompt
+from infermeter.core.prompt import Prompt
 from infermeter.workloads.specs import (
     JsonlSpec,
     RandomSpec,

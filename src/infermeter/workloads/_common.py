@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from infermeter.workloads.base import Prompt
+from infermeter.core.prompt import Prompt
 from infermeter.workloads.tokenizer import Tokenizer
 
 T = TypeVar("T")

@@ -34,7 +34,7 @@ from infermeter.workloads._common import (
     take_cycled,
     user_turn,
 )
-from infermeter.workloads.base import Prompt
+from infermeter.core.prompt import Prompt
 from infermeter.workloads.specs import JsonlSpec
 from infermeter.workloads.tokenizer import Tokenizer
 

@@ -62,7 +62,7 @@ from infermeter.workloads._common import (
     special_ids,
     user_turn,
 )
-from infermeter.workloads.base import Prompt
+from infermeter.core.prompt import Prompt
 from infermeter.workloads.specs import RandomSpec, length_range
 from infermeter.workloads.tokenizer import Tokenizer
 

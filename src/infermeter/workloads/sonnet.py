@@ -47,7 +47,7 @@ from infermeter.workloads._common import (
     rng_for,
     user_turn,
 )
-from infermeter.workloads.base import Prompt
+from infermeter.core.prompt import Prompt
 from infermeter.workloads.specs import SonnetSpec
 from infermeter.workloads.tokenizer import Tokenizer
 

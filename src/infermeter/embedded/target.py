@@ -23,9 +23,9 @@ class EmbeddedEngine:
         self._files: Any = None
 
     def __enter__(self) -> "EmbeddedEngine":
-        from infermeter.engine.build import ensure_llama_server
-        from infermeter.engine.models import ensure_model
-        from infermeter.engine.server import EmbeddedServer
+        from infermeter.embedded.build import ensure_llama_server
+        from infermeter.embedded.models import ensure_model
+        from infermeter.embedded.server import EmbeddedServer
 
         binary = ensure_llama_server(self.progress)
         self._files = ensure_model(self.model_name, progress=self.progress)

@@ -62,8 +62,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infermeter.engine.build import Progress, build_info, ensure_llama_server, llama_server_version
-from infermeter.engine.models import ModelFiles
+from infermeter.embedded.build import Progress, build_info, ensure_llama_server, llama_server_version
+from infermeter.embedded.models import ModelFiles
 from infermeter.errors import EngineError, UserError
 from infermeter.process import free_port, http_get, parent_death_signal, stop_group, terminate
 

@@ -28,7 +28,7 @@ class RequestRecord:
     status: int | None = None  # HTTP status
     retry_after: str | None = None  # the Retry-After header of an error response (429/503), as sent
     ok: bool = False
-    error: str | None = None  # error class, see infermeter.clients.base.ErrorClass
+    error: str | None = None  # error class, see infermeter.core.exchange.ErrorClass
     error_detail: str | None = None
     output_tokens_server: int | None = None  # server's usage / details count
     prompt_tokens_server: int | None = None
@@ -267,3 +267,16 @@ class RecordStore(Sequence[RequestRecord]):
         """A value kept aside (not a float: None, an int, NaN) for a NaN slot of a float column."""
         rare = self._rare.get(row)
         return rare.get(name) if rare else None
+
+
+def run_duration(records: Sequence[RequestRecord]) -> float:
+    """First send to last end, in seconds (0.0 when nothing was sent or nothing ended)."""
+    if isinstance(records, RecordStore):  # no record objects needed
+        sent = [t for t in records.column("sent") if t is not None]
+        ends = [t for t in records.column("end") if t is not None]
+    else:
+        sent = [r.sent for r in records if r.sent is not None]
+        ends = [r.end for r in records if r.end is not None]
+    if not sent or not ends:
+        return 0.0
+    return max(max(ends) - min(sent), 1e-9) if not math.isinf(max(ends)) else 0.0

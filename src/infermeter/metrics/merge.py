@@ -24,9 +24,8 @@ import orjson
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, LoadPlan
 from infermeter.metrics.compute import GoodputSLO, compute
-from infermeter.runner.engine import RunOutcome, _duration
-from infermeter.runner.monitor import ClientStats
-from infermeter.runner.records import RequestRecord
+from infermeter.core.outcome import ClientStats, RunOutcome
+from infermeter.core.records import RequestRecord, run_duration
 from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
 from infermeter.storage.result import build_result
 
@@ -128,7 +127,7 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     percentiles = list(im0["percentiles"])
     slo = (im0.get("goodput") or {}).get("slo_ms")
     goodput = GoodputSLO(dict(slo)) if slo else None
-    duration = _duration(merged)
+    duration = run_duration(merged)
     metrics = compute(merged, duration, percentiles, goodput)
     if goodput is not None:
         metrics["goodput"] = {"slo_ms": goodput.limits_ms, "fraction_met": metrics.get("goodput_fraction")}

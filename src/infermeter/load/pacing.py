@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from infermeter.runner.monitor import TimerFD
+from infermeter.load.monitor import TimerFD
 
 SPIN_S = 0.0015  # without a timerfd: the last stretch before an arrival is waited out by yielding
 

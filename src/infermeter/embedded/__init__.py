@@ -7,10 +7,10 @@ models infermeter generates locally.  The default benchmark target.
 * :class:`EmbeddedServer` (``server``): run one on loopback, stop it for sure.
 """
 
-from infermeter.engine.build import LLAMA_CPP_PYTHON_VERSION, ensure_llama_server, llama_server_version
-from infermeter.engine.models import MODELS, ModelFiles, ensure_model
-from infermeter.engine.paths import cache_root
-from infermeter.engine.server import EmbeddedServer
+from infermeter.embedded.build import LLAMA_CPP_PYTHON_VERSION, ensure_llama_server, llama_server_version
+from infermeter.embedded.models import MODELS, ModelFiles, ensure_model
+from infermeter.embedded.paths import cache_root
+from infermeter.embedded.server import EmbeddedServer
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",

@@ -10,70 +10,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
-from infermeter.clients.base import ErrorClass, RawExchange
-from infermeter.clients.http import HttpTransport
-from infermeter.clients.protocols import Protocol, RequestOptions
+from infermeter.core.exchange import ErrorClass, RawExchange
+from infermeter.core.outcome import Counters, RunOutcome, StopPolicy
+from infermeter.core.prompt import Prompt
+from infermeter.core.protocol import Protocol, RequestOptions
+from infermeter.core.records import RecordStore, RequestRecord, run_duration
+from infermeter.core.transport import Transport
+from infermeter.load.monitor import LoopMonitor
+from infermeter.load.pacing import ArrivalWaiter
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
-from infermeter.runner.monitor import ClientStats, LoopMonitor
-from infermeter.runner.pacing import ArrivalWaiter
-from infermeter.runner.records import RecordStore, RequestRecord
-from infermeter.runner.shard import sleep_until_epoch
-from infermeter.workloads.base import Prompt
-
-
-@dataclass
-class StopPolicy:
-    max_errors: int | None = None  # stop after this many failed requests
-    max_error_rate: float | None = None  # stop when failed/finished exceeds this (after min_requests)
-    min_requests: int = 20
-
-    def should_stop(self, finished: int, failed: int) -> str | None:
-        if self.max_errors is not None and failed > self.max_errors:
-            return f"{failed} failed requests exceed --max-errors {self.max_errors}"
-        if (self.max_error_rate is not None and finished >= self.min_requests
-                and failed / finished > self.max_error_rate):
-            return (f"error rate {failed / finished:.1%} exceeds --max-error-rate "
-                    f"{self.max_error_rate:.1%} after {finished} requests")
-        return None
-
-
-@dataclass
-class Counters:
-    """Live numbers for the progress display (read, never written, by it)."""
-
-    total: int = 0
-    sent: int = 0
-    finished: int = 0
-    failed: int = 0
-    output_tokens: int = 0
-    phase: str = "idle"
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def in_flight(self) -> int:
-        return self.sent - self.finished
-
-
-@dataclass
-class RunOutcome:
-    # measured requests only, in index order; from LoadRunner a RecordStore (compact,
-    # a Sequence of RequestRecord rebuilt on access: the full records are in the JSONL file)
-    records: Sequence[RequestRecord]
-    warmup_records: list[RequestRecord]
-    start_epoch: float  # wall-clock time of the measured window's origin
-    duration: float  # first send to last end, seconds
-    client: ClientStats
-    stopped_early: str | None  # why the run stopped before sending everything
-    transport_notes: list[str] = field(default_factory=list)
-
+from infermeter.load.shard import sleep_until_epoch
 
 STOP_CHECK_S = 0.25  # gaps longer than this wait on the stop event
 
@@ -84,7 +36,7 @@ StartGate = Callable[[], Awaitable[float]]  # returns the wall-clock epoch to st
 class LoadRunner:
     def __init__(
         self,
-        transport: HttpTransport,
+        transport: Transport,
         protocol: Protocol,
         options: RequestOptions,
         plan: LoadPlan,
@@ -397,7 +349,7 @@ class LoadRunner:
         client.gc_collections = gc_pauses.count
         client.finish_backlog_max = self.backlog_max
         records.sort_by_index()
-        duration = _duration(records)
+        duration = run_duration(records)
         # dispatch_lag from the columns (no record objects): max(0, queued - scheduled)
         lags = [max(0.0, q - s) for q, s in zip(records.column("queued"), records.column("scheduled"))
                 if q is not None and s is not None]
@@ -433,15 +385,3 @@ class _GcPauses:
 
 def _compact(body: bytes) -> bytes:
     return bytes(bytearray(body)) if type(body) is bytes else body
-
-
-def _duration(records: Sequence[RequestRecord]) -> float:
-    if isinstance(records, RecordStore):  # no record objects needed
-        sent = [t for t in records.column("sent") if t is not None]
-        ends = [t for t in records.column("end") if t is not None]
-    else:
-        sent = [r.sent for r in records if r.sent is not None]
-        ends = [r.end for r in records if r.end is not None]
-    if not sent or not ends:
-        return 0.0
-    return max(max(ends) - min(sent), 1e-9) if not math.isinf(max(ends)) else 0.0

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from infermeter.engine.paths import cache_root, ensure_dir, file_lock, replace_dir
+from infermeter.embedded.paths import cache_root, ensure_dir, file_lock, replace_dir
 from infermeter.errors import EngineError, UserError
 
 Progress = Callable[[str, "int | None", "int | None"], None]
@@ -590,7 +590,7 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
-if __name__ == "__main__":  # python -m infermeter.engine.models [name]
+if __name__ == "__main__":  # python -m infermeter.embedded.models [name]
     def _print(phase: str, done: int | None, total: int | None) -> None:
         print(phase, done, total, file=sys.stderr)
 

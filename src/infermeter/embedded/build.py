@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from infermeter.engine.paths import cache_root, ensure_dir, file_lock, replace_dir
+from infermeter.embedded.paths import cache_root, ensure_dir, file_lock, replace_dir
 from infermeter.errors import EngineError
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"

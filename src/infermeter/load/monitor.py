@@ -14,35 +14,10 @@ import asyncio
 import os
 import resource
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass
-class ClientStats:
-    loop_lag_mean_ms: float
-    loop_lag_p99_ms: float
-    loop_lag_max_ms: float
-    loop_samples: int
-    cpu_seconds: float
-    wall_seconds: float
-    cpu_utilization: float  # CPU seconds per wall second of the client process
-    max_rss_mib: float
-    dispatch_lag_p99_ms: float | None = None
-    dispatch_lag_max_ms: float | None = None
-    client_bound: bool = False
-    reasons: list[str] = field(default_factory=list)
-    loop_lag_p50_ms: float | None = None
-    probe: str | None = None  # how the lag was sampled: timerfd | callback
-    loop_lag_spread_ms: float | None = None  # mean |lag1 - lag2| of two random instants (moves a gap)
-    gc_pause_total_ms: float | None = None  # garbage-collector pauses inside the window
-    gc_pause_max_ms: float | None = None
-    gc_collections: int | None = None
-    finish_backlog_max: int | None = None  # completed responses queued for interpretation, at most
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+from infermeter.core.outcome import ClientStats
 
 
 class TimerFD:

@@ -1,0 +1,87 @@
+"""What one run produced, as every layer above the load generator sees it.
+
+``RunOutcome`` is the load generator's answer; ``ClientStats`` is the client's
+account of itself; ``Counters`` are the live numbers a progress display reads;
+``StopPolicy`` is when a run gives up early.  Nothing here imports the rest of
+infermeter: these types are the contract between the layers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from infermeter.core.records import RequestRecord
+
+
+@dataclass
+class ClientStats:
+    loop_lag_mean_ms: float
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
+    loop_samples: int
+    cpu_seconds: float
+    wall_seconds: float
+    cpu_utilization: float  # CPU seconds per wall second of the client process
+    max_rss_mib: float
+    dispatch_lag_p99_ms: float | None = None
+    dispatch_lag_max_ms: float | None = None
+    client_bound: bool = False
+    reasons: list[str] = field(default_factory=list)
+    loop_lag_p50_ms: float | None = None
+    probe: str | None = None  # how the lag was sampled: timerfd | callback
+    loop_lag_spread_ms: float | None = None  # mean |lag1 - lag2| of two random instants (moves a gap)
+    gc_pause_total_ms: float | None = None  # garbage-collector pauses inside the window
+    gc_pause_max_ms: float | None = None
+    gc_collections: int | None = None
+    finish_backlog_max: int | None = None  # completed responses queued for interpretation, at most
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StopPolicy:
+    max_errors: int | None = None  # stop after this many failed requests
+    max_error_rate: float | None = None  # stop when failed/finished exceeds this (after min_requests)
+    min_requests: int = 20
+
+    def should_stop(self, finished: int, failed: int) -> str | None:
+        if self.max_errors is not None and failed > self.max_errors:
+            return f"{failed} failed requests exceed --max-errors {self.max_errors}"
+        if (self.max_error_rate is not None and finished >= self.min_requests
+                and failed / finished > self.max_error_rate):
+            return (f"error rate {failed / finished:.1%} exceeds --max-error-rate "
+                    f"{self.max_error_rate:.1%} after {finished} requests")
+        return None
+
+
+@dataclass
+class Counters:
+    """Live numbers for the progress display (read, never written, by it)."""
+
+    total: int = 0
+    sent: int = 0
+    finished: int = 0
+    failed: int = 0
+    output_tokens: int = 0
+    phase: str = "idle"
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.finished
+
+
+@dataclass
+class RunOutcome:
+    # measured requests only, in index order; from LoadRunner a RecordStore (compact,
+    # a Sequence of RequestRecord rebuilt on access: the full records are in the JSONL file)
+    records: Sequence[RequestRecord]
+    warmup_records: list[RequestRecord]
+    start_epoch: float  # wall-clock time of the measured window's origin
+    duration: float  # first send to last end, seconds
+    client: ClientStats
+    stopped_early: str | None  # why the run stopped before sending everything
+    transport_notes: list[str] = field(default_factory=list)
