@@ -251,7 +251,7 @@ def main() -> int:
         return 2
 
     budget = Budget(args.budget_s)
-    from infermeter.embedded.models import ensure_tokenizer
+    from infermeter.embedded.tokenizer import ensure_tokenizer
 
     tok_dir = str(ensure_tokenizer()[0])
     info = {"cores": cores, "cpu_count": os.cpu_count(), "python": sys.version.split()[0],

@@ -276,7 +276,7 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="update the '## Client overhead' section of BENCHMARKS.md")
     args = ap.parse_args()
 
-    from infermeter.embedded.models import ensure_tokenizer
+    from infermeter.embedded.tokenizer import ensure_tokenizer
     from infermeter.testserver.helper import run_test_server
 
     if args.grid:

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write the samples here")
     args = ap.parse_args()
 
-    from infermeter.embedded.models import ensure_tokenizer
+    from infermeter.embedded.tokenizer import ensure_tokenizer
     from infermeter.testserver.helper import run_test_server
 
     tok_dir = ensure_tokenizer()[0]

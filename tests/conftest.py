@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tokenizer_dir():
     """The embedded engine's trained BPE tokenizer (trained once, cached in the user cache)."""
-    from infermeter.embedded.models import ensure_tokenizer
+    from infermeter.embedded.tokenizer import ensure_tokenizer
 
     folder, _key = ensure_tokenizer()
     return folder

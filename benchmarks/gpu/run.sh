@@ -57,7 +57,7 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 step "make the $SHAPE model (random bf16 weights, infermeter's tokenizer)"
-TOK=$("$PY" -c 'from infermeter.embedded.models import ensure_tokenizer; print(ensure_tokenizer()[0])' 2>>"$LOG")
+TOK=$("$PY" -c 'from infermeter.embedded.tokenizer import ensure_tokenizer; print(ensure_tokenizer()[0])' 2>>"$LOG")
 "$PY" "$HERE/make_model.py" --tokenizer "$TOK" --out "$WORK/model" --shape "$SHAPE" --device "$DEVICE" 2>>"$LOG" | tee -a "$LOG"
 
 step "sweep: infermeter launches transformers serve and runs $HERE/experiment.yaml"

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from infermeter.embedded.build import ensure_llama_server
-from infermeter.embedded.models import EOS_TOKEN, ensure_model
+from infermeter.embedded.models import ensure_model
+from infermeter.embedded.tokenizer import EOS_TOKEN
 from infermeter.embedded.server import EmbeddedServer
 from infermeter.workloads.tokenizer import load_tokenizer
 

@@ -13,16 +13,10 @@ import pytest
 gguf = pytest.importorskip("gguf")
 
 from infermeter.embedded import models  # noqa: E402
-from infermeter.embedded.models import (  # noqa: E402
-    CHAT_TEMPLATE,
-    EOS_TOKEN,
-    MODELS,
-    VOCAB_SIZE,
-    GeneratedModelSpec,
-    ensure_model,
-    train_tokenizer,
-    write_gguf,
-)
+from infermeter.embedded import tokenizer as tokenizer_module  # noqa: E402
+from infermeter.embedded.gguf import GeneratedModelSpec, write_gguf  # noqa: E402
+from infermeter.embedded.models import MODELS, ensure_model  # noqa: E402
+from infermeter.embedded.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, VOCAB_SIZE, train_tokenizer  # noqa: E402
 from infermeter.embedded.paths import cache_root  # noqa: E402
 from infermeter.errors import UserError  # noqa: E402
 from infermeter.workloads.tokenizer import load_tokenizer  # noqa: E402
@@ -175,7 +169,7 @@ def test_second_ensure_model_reuses_the_cache(in_cache, monkeypatch: pytest.Monk
         raise AssertionError("the model was generated again")
 
     monkeypatch.setattr(models, "write_gguf", boom)
-    monkeypatch.setattr(models, "train_tokenizer", boom)
+    monkeypatch.setattr(tokenizer_module, "train_tokenizer", boom)
     again = ensure_model("tiny")
     assert again == tiny
     assert again.gguf.stat().st_mtime_ns == before

@@ -184,7 +184,7 @@ def run_grid(grid: Iterable[tuple[int, float]], *, ttft_ms: float = 50.0, output
     from infermeter.testserver.helper import run_test_server
 
     if tokenizer_dir is None:
-        from infermeter.embedded.models import ensure_tokenizer
+        from infermeter.embedded.tokenizer import ensure_tokenizer
 
         tokenizer_dir = str(ensure_tokenizer()[0])
     server_cpu, client_cpu = pick_cpus(server_cpu, client_cpu)
