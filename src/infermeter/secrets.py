@@ -129,3 +129,19 @@ def _redact_header_arg(arg: str) -> str:
         name, sep, _value = arg.partition("=")
     return f"{name.strip()}: <redacted>" if sep else "<redacted>"
 
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Environment names that hold credentials: only ever passed by NAME (docker -e NAME, dstack "- NAME").
+_SECRET_NAME = re.compile(
+    r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(?:$|_)", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for environment names that carry credentials (HF_TOKEN, OPENAI_API_KEY, ...)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def is_secret(name: str, value: str | None = None) -> bool:
+    """True when ``name=value`` carries a credential (judged by the name)."""
+    return is_secret_name(name)

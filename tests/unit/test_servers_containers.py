@@ -16,7 +16,8 @@ from infermeter.servers import PROFILES, ServerSettings, Vendor
 from infermeter.servers.docker import AMD_DEVICE_FLAGS, docker_argv, render_docker
 from infermeter.servers.dstack import dstack_config, render_dstack
 from infermeter.servers.dstack_schema import validate_with_dstack
-from infermeter.servers.images import IMAGES, image_problem, is_rocm_image
+from infermeter.backends import all_backends
+from infermeter.servers.images import image_problem, is_rocm_image
 from infermeter.servers.lint import lint_text
 
 CONTAINER_COMBOS = [(p, v) for p in PROFILES for v in PROFILES[p].vendors if PROFILES[p].image(v)]
@@ -32,7 +33,9 @@ def settings_for(name: str, vendor: Vendor, **kw) -> ServerSettings:
 
 
 def test_every_image_is_pinned_and_vendor_correct():
-    for name, per_vendor in IMAGES.items():
+    tables = {name: spec.images.by_vendor for name, spec in all_backends().items() if spec.images}
+    assert set(tables) >= {"vllm", "tgi", "sglang", "llama.cpp", "transformers"}
+    for name, per_vendor in tables.items():
         for vendor, image in per_vendor.items():
             assert image_problem(image) is None, image
             assert ":latest" not in image

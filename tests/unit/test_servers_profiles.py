@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from infermeter.clients.backends import get_backend
+from infermeter.backends import get_backend
 from infermeter.errors import UserError
 from infermeter.servers import PROFILES, ServerSettings, Vendor, get_profile
-from infermeter.servers.profiles import NA
+from infermeter.backends.launch import NA
 
 SETTINGS = dict(model="meta-llama/Llama-3.1-8B-Instruct", tensor_parallel=2, max_model_len=8192,
                 memory_fraction=0.85, max_batch=64, max_batched_tokens=4096, port=8123, dtype="bfloat16")

@@ -253,15 +253,15 @@ def test_llamacpp_older_build_kv_usage():
 
 
 def test_split_text_keeps_histograms_out_of_the_cheap_parse():
-    mmap = backends.VLLM
+    mmap = backends.metric_map("vllm")
     scalars, hists = backends.split_text(text("vllm_v1.txt"), mmap)
     assert "_bucket" not in scalars and "vllm:num_requests_running" in scalars
     assert "vllm:time_to_first_token_seconds_bucket" in hists and "num_requests_running" not in hists
     values, _ = backends.normalize(prom.parse(scalars), mmap, histograms=False)
     assert values["running"] == 24 and "hist" not in values
-    tgi_scalars, _ = backends.split_text(text("tgi.txt"), backends.TGI)
+    tgi_scalars, _ = backends.split_text(text("tgi.txt"), backends.metric_map("tgi"))
     assert "tgi_request_generated_tokens_sum" in tgi_scalars and "_bucket" not in tgi_scalars
-    tv, _ = backends.normalize(prom.parse(tgi_scalars), backends.TGI, histograms=False)
+    tv, _ = backends.normalize(prom.parse(tgi_scalars), backends.metric_map("tgi"), histograms=False)
     assert tv["generation_tokens"] == 153600
 
 

@@ -64,8 +64,7 @@ def serve(
     """Start a server under test with explicit settings (or --print how to start it)."""
     from pydantic import ValidationError
 
-    from infermeter.servers.profiles import get_profile
-    from infermeter.servers.settings import ServerSettings, Vendor
+    from infermeter.servers import ServerSettings, Vendor, get_profile
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     prof = get_profile(profile)

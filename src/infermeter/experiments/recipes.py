@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from infermeter.clients.backends import ALIASES, BACKENDS
+from infermeter.backends import find_backend
 from infermeter.errors import UserError
 from infermeter.experiments.spec import NAME_RE, ExperimentSpec
 from infermeter.experiments.specfile import parse_yaml, spec_from_data
@@ -97,6 +97,6 @@ def parse_target(text: str) -> tuple[str, dict[str, Any]]:
                             f"write e.g. --target {name}=http://HOST:PORT,backend=tgi")
         target[key] = value.strip()
     if "backend" not in target:
-        key = ALIASES.get(name.lower(), name.lower())
-        target["backend"] = key if key in BACKENDS else "vllm"
+        spec = find_backend(name)
+        target["backend"] = spec.name if spec is not None else "vllm"
     return name, target

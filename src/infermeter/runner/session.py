@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from infermeter.clients.backends import get_backend, protocol_for
+from infermeter.backends import get_backend, protocol_for
 from infermeter.clients.fasthttp import make_transport
 from infermeter.clients.protocols import make_protocol
 from infermeter.core.protocol import RequestOptions

@@ -103,7 +103,7 @@ class RunSpec(BaseModel):
     def check(self) -> None:
         """Judge every value that can be judged without a server; a bad one raises a
         ``UserError`` naming its flag (pydantic passes it through unchanged)."""
-        from infermeter.clients.backends import get_backend
+        from infermeter.backends import get_backend
         from infermeter.load.schedule import make_plan
         from infermeter.metrics.compute import GoodputSLO, parse_metric_names, parse_percentiles
         from infermeter.secrets import check_headers

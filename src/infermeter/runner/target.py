@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from infermeter.clients.backends import Backend
+from infermeter.backends import BackendSpec
 from infermeter.errors import TargetError
 from infermeter.secrets import redact_url
 
@@ -27,7 +27,7 @@ class TargetInfo:
     server_info: dict[str, Any] | None = None
 
 
-async def probe_target(base_url: str, backend: Backend, protocol: str, model: str | None,
+async def probe_target(base_url: str, backend: BackendSpec, protocol: str, model: str | None,
                        headers: dict[str, str], timeout: float = 10.0) -> TargetInfo:
     info = TargetInfo(base_url=base_url)
     to = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)

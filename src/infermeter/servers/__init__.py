@@ -1,17 +1,20 @@
-"""Servers under test: launch profiles for vLLM, TGI, SGLang, llama.cpp and
-``transformers serve``, run as local processes (``LocalServer``), rendered as
-``docker run`` lines and dstack task/service files, checked (``lint``), and recorded
-(``provenance``).  See docs/servers.md.
+"""Servers under test: the launch profiles of the backends (``infermeter.backends``: vLLM,
+TGI, SGLang, llama.cpp, ``transformers serve``), run as local processes (``LocalServer``),
+rendered as ``docker run`` lines and dstack task/service files, checked (``lint``), and
+recorded (``provenance``).  See docs/servers.md and docs/backends.md.
 """
 
-from infermeter.servers.profiles import PROFILES, LaunchCommand, Profile, get_profile
-from infermeter.servers.settings import ServerSettings, Vendor
+from infermeter.backends import Profile, get_profile, profiles
+from infermeter.backends.launch import LaunchCommand
+from infermeter.backends.settings import ServerSettings, Vendor
 
 __all__ = ["PROFILES", "LaunchCommand", "LocalServer", "Profile", "ServerSettings", "Vendor", "get_profile",
            "provenance"]
 
 
 def __getattr__(name: str):  # the process and provenance parts load on first use
+    if name == "PROFILES":
+        return profiles()
     if name == "LocalServer":
         from infermeter.servers.local import LocalServer
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from infermeter.servers.images import default_image, image_problem
-from infermeter.servers.profiles import LaunchCommand, Profile
-from infermeter.servers.settings import ServerSettings, Vendor
+from infermeter.backends import Profile
+from infermeter.backends.launch import LaunchCommand
+from infermeter.backends.settings import ServerSettings, Vendor
 from infermeter.errors import UserError
+from infermeter.servers.images import default_image, image_problem
 
 AMD_DEVICE_FLAGS = ["--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video",
                     "--security-opt", "seccomp=unconfined"]
@@ -39,9 +40,9 @@ def docker_argv(profile: Profile, settings: ServerSettings, vendor: Vendor | str
     elif vendor is Vendor.AMD:
         argv += list(AMD_DEVICE_FLAGS)
     argv += ["--ipc=host", "--shm-size", shm_size, "-p", f"{settings.port}:{settings.port}"]
-    if profile.name == "llama.cpp" and "--model" in cmd.argv:
+    if profile.model_dir and any(a.startswith(profile.model_dir + "/") for a in cmd.argv):
         folder = Path(settings.model).expanduser().resolve().parent
-        argv += ["-v", f"{folder}:/models:ro"]
+        argv += ["-v", f"{folder}:{profile.model_dir}:ro"]
     else:
         argv += ["-v", HF_CACHE]
     for key, value in cmd.env.items():

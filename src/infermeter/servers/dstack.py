@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import yaml
 
+from infermeter.backends import Profile
+from infermeter.backends.settings import ServerSettings, Vendor
 from infermeter.errors import UserError, safe_text
-from infermeter.servers.images import default_image, image_problem
-from infermeter.servers.profiles import Profile
 from infermeter.servers.dstack_schema import dstack_version
-from infermeter.servers.settings import ServerSettings, Vendor
+from infermeter.servers.images import default_image, image_problem
 
 DEFAULT_GPU = {Vendor.NVIDIA: "H100", Vendor.AMD: "MI300X"}
 RUN_NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")

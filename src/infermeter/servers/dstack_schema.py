@@ -1,15 +1,21 @@
 """Validation of dstack configurations with dstack's own models (those ``dstack apply`` uses).
 
 The ``dstack`` package is an extra (``pip install 'infermeter[dstack]'``): without it,
-``validate_with_dstack`` answers ``available=False`` and callers say so.
+``validate_with_dstack`` answers ``available=False`` and callers say so.  ``gpu_request``
+reads the GPUs a configuration asks for (name, count, vendor) without dstack.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from infermeter.errors import safe_text
+
+AMD_GPUS = re.compile(r"^(mi\d{2,3}[a-z]*|radeon.*|rx\d+.*|w\d{4}.*|v\d{3}.*|instinct.*)$", re.I)
+NVIDIA_GPUS = re.compile(r"^(h\d{2,3}.*|a\d{1,3}.*|l\d{1,2}.*|b\d{2,3}.*|gb\d{2,3}.*|gh\d{3}.*|v100.*|t4|p100|"
+                         r"rtx.*|k80|p4|p40|a10g|l40s?)$", re.I)
 
 
 @dataclass
@@ -57,3 +63,50 @@ def validate_with_dstack(conf: dict[str, Any]) -> DstackCheck:
         else:
             check.errors.append(((), safe_text(exc, 300)))
     return check
+
+
+def gpu_request(data: dict[str, Any]) -> tuple[str | None, int | None, str | None, bool]:
+    """(gpu name, minimum count, vendor, declared) from a configuration's ``resources.gpu``."""
+    resources = data.get("resources")
+    if not isinstance(resources, dict) or "gpu" not in resources:
+        return None, None, None, False
+    gpu = resources["gpu"]
+    name = count = vendor = None
+    if isinstance(gpu, dict):
+        name = gpu.get("name")
+        if isinstance(name, list):
+            name = name[0] if name else None
+        count = _count(gpu.get("count"))
+        vendor = gpu.get("vendor")
+    elif isinstance(gpu, int):
+        count = gpu
+    elif isinstance(gpu, str):
+        for part in gpu.split(":"):
+            part = part.strip()
+            if not part:
+                continue
+            if re.fullmatch(r"\d+(\.\.\d*)?|\.\.\d+", part):
+                count = _count(part)
+            elif re.search(r"\d+\s*[GM]B", part, re.I):
+                continue
+            elif part.lower() in ("nvidia", "amd", "tpu", "intel"):
+                vendor = part.lower()
+            else:
+                name = part.split(",")[0]
+        if count is None and name is not None:
+            count = 1
+    if vendor is None and name:
+        vendor = "amd" if AMD_GPUS.match(str(name)) else "nvidia" if NVIDIA_GPUS.match(str(name)) else None
+    return (str(name) if name else None), count, (str(vendor).lower() if vendor else None), True
+
+
+def _count(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return _count(value.get("min"))
+    text = str(value)
+    lo = text.split("..")[0]
+    return int(lo) if lo.isdigit() else None

@@ -1,55 +1,17 @@
-"""Container images, pinned to explicit versioned tags per vendor (never ``latest``).
+"""Container images: the pinned per-vendor images of each backend (``BackendSpec.images``),
+and the checks both the renderers and ``infermeter lint`` apply to any image.
 
-Tags were checked against each project's own documentation or published tag lists:
-
-* vLLM: ``vllm/vllm-openai:v0.11.2`` (CUDA; vLLM's Docker docs show the
-  ``vllm/vllm-openai:vX.Y.Z`` pattern) and AMD's ``rocm/vllm:rocm7.0.0_vllm_0.11.2_20251210``
-  (the same vLLM release built on ROCm 7.0.0; listed on Docker Hub's rocm/vllm tags).
-* TGI: ``ghcr.io/huggingface/text-generation-inference:3.3.5`` and ``3.3.5-rocm``
-  (TGI's installation_nvidia.md / installation_amd.md).
-* SGLang: ``lmsysorg/sglang:v0.5.5.post3`` and ``v0.5.5.post3-rocm700-mi30x`` (the ROCm
-  7.0 build for MI300-series GPUs; dstack's own SGLang example uses it on MI300X).
-* llama.cpp: ``ghcr.io/ggml-org/llama.cpp:server-b9014`` (CPU), ``server-cuda-b9014``,
-  ``server-rocm-b9014`` (llama.cpp's docs/docker.md names the ``server``, ``server-cuda``,
-  ``server-rocm`` images; its CI publishes each build as ``<image>-b<build>``).
-* transformers serve has no official serving image: a pinned PyTorch image plus a pinned
-  ``pip install "transformers[serving]==…"`` at start (``pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime``,
-  ``rocm/pytorch:rocm6.4.1_ubuntu24.04_py3.12_pytorch_release_2.7.1``).
-
-``image_problem`` is the check both the renderers and ``infermeter lint`` apply.
+Each backend module lists its images with explicit versioned tags (never ``latest``)
+and where each tag was checked; ``image_problem`` rejects unpinned ones.
 """
 
 from __future__ import annotations
 
 import re
 
-from infermeter.servers.settings import Vendor
-
-TRANSFORMERS_VERSION = "5.24.0"
-
-IMAGES: dict[str, dict[Vendor, str]] = {
-    "vllm": {
-        Vendor.NVIDIA: "vllm/vllm-openai:v0.11.2",
-        Vendor.AMD: "rocm/vllm:rocm7.0.0_vllm_0.11.2_20251210",
-    },
-    "tgi": {
-        Vendor.NVIDIA: "ghcr.io/huggingface/text-generation-inference:3.3.5",
-        Vendor.AMD: "ghcr.io/huggingface/text-generation-inference:3.3.5-rocm",
-    },
-    "sglang": {
-        Vendor.NVIDIA: "lmsysorg/sglang:v0.5.5.post3",
-        Vendor.AMD: "lmsysorg/sglang:v0.5.5.post3-rocm700-mi30x",
-    },
-    "llama.cpp": {
-        Vendor.CPU: "ghcr.io/ggml-org/llama.cpp:server-b9014",
-        Vendor.NVIDIA: "ghcr.io/ggml-org/llama.cpp:server-cuda-b9014",
-        Vendor.AMD: "ghcr.io/ggml-org/llama.cpp:server-rocm-b9014",
-    },
-    "transformers": {
-        Vendor.NVIDIA: "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime",
-        Vendor.AMD: "rocm/pytorch:rocm6.4.1_ubuntu24.04_py3.12_pytorch_release_2.7.1",
-    },
-}
+from infermeter.backends import all_backends, get_profile
+from infermeter.backends.settings import Vendor
+from infermeter.errors import UserError
 
 _FLOATING_TAGS = {"latest", "main", "nightly", "dev", "edge", "stable", "rocm", "cuda", "server", "server-cuda",
                   "server-rocm", "latest-rocm"}
@@ -84,19 +46,28 @@ def is_rocm_image(image: str) -> bool:
 
 
 def is_cuda_only_image(image: str) -> bool:
-    """True for images that carry only NVIDIA's CUDA stack (cannot use an AMD GPU)."""
+    """True for images that carry only NVIDIA's CUDA stack (cannot use an AMD GPU): a generic
+    CUDA marker, or a repository a backend lists as CUDA-only (``Images.cuda_only``)."""
     low = image.lower()
     if is_rocm_image(low) or re.search(r"intel|gaudi|neuron|xeon|xpu|cpu|vulkan|musa", low):
         return False
-    return bool(re.search(r"cuda|cudnn|cu1\d\d|nvcr\.io|vllm/vllm-openai(?!-rocm)|text-generation-inference|"
-                          r"lmsysorg/sglang|pytorch/pytorch", low))
+    if re.search(r"cuda|cudnn|cu1\d\d|nvcr\.io", low):
+        return True
+    return any(re.search(rx, low) for spec in all_backends().values() if spec.images
+               for rx in spec.images.cuda_only)
+
+
+def image_family(image: str) -> list[str]:
+    """The backends whose own images ``image``'s repository belongs to (``Images.family``)."""
+    repo = split_image(image)[0]
+    return [name for name, spec in all_backends().items()
+            if spec.images and spec.images.family and re.search(spec.images.family, repo, re.I)]
 
 
 def default_image(profile: str, vendor: Vendor) -> str:
-    from infermeter.errors import UserError
-
-    images = IMAGES.get(profile, {})
-    if vendor not in images:
+    images = get_profile(profile).spec.images
+    by_vendor = images.by_vendor if images else {}
+    if vendor not in by_vendor:
         raise UserError(f"{profile} has no {vendor.value} image",
-                        f"use --vendor {' or --vendor '.join(v.value for v in images)} or pass --image")
-    return images[vendor]
+                        f"use --vendor {' or --vendor '.join(v.value for v in by_vendor)} or pass --image")
+    return by_vendor[vendor]

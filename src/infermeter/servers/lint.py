@@ -17,6 +17,9 @@ make, each of which has silently broken a published benchmark:
   called ``NAME-word``) and unterminated ``${``;
 * secrets written as values (``HF_TOKEN=hf_...``) instead of listed by name.
 
+Which server a command starts, its images, whether it needs GPUs and where it listens
+come from each backend module's ``LintRules`` and ``Images`` (``infermeter.backends``).
+
 Each finding is one line: ``FILE:LINE: error|warning: KEY: problem — fix``.
 """
 
@@ -30,26 +33,16 @@ from typing import Any
 
 import yaml
 
-from infermeter.servers.images import image_problem, is_cuda_only_image, is_rocm_image, split_image
-from infermeter.servers.profiles import PROFILES, Profile
-from infermeter.servers.settings import ENV_NAME, is_secret_name
+from infermeter.backends import Profile, get_profile, profiles
+from infermeter.backends.settings import Vendor
+from infermeter.secrets import ENV_NAME, TOKEN_RE, is_secret
+from infermeter.servers.dstack_schema import gpu_request
+from infermeter.servers.images import image_family, image_problem, is_cuda_only_image, is_rocm_image
 
-AMD_GPUS = re.compile(r"^(mi\d{2,3}[a-z]*|radeon.*|rx\d+.*|w\d{4}.*|v\d{3}.*|instinct.*)$", re.I)
-NVIDIA_GPUS = re.compile(r"^(h\d{2,3}.*|a\d{1,3}.*|l\d{1,2}.*|b\d{2,3}.*|gb\d{2,3}.*|gh\d{3}.*|v100.*|t4|p100|"
-                         r"rtx.*|k80|p4|p40|a10g|l40s?)$", re.I)
 _SHELL_VARS = {"HOME", "PATH", "PWD", "USER", "HOSTNAME", "SHELL", "LANG", "TMPDIR", "HF_HOME",
                "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "NODE_RANK"}
 _DSTACK_VARS = re.compile(r"^DSTACK_[A-Z0-9_]+$")
-_TOKEN_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{20,})\b")
-
-# Image name fragments per server program (which image can start which server).
-_IMAGE_FAMILY = {
-    "vllm": re.compile(r"vllm", re.I),
-    "tgi": re.compile(r"text-generation-inference|/tgi", re.I),
-    "sglang": re.compile(r"sglang|sgl-", re.I),
-    "llama.cpp": re.compile(r"llama\.cpp|llama-cpp|llamacpp", re.I),
-}
-_GPU_SERVERS = {"vllm", "tgi", "sglang"}
+_TOKEN_VALUE = TOKEN_RE
 
 
 @dataclass(frozen=True)
@@ -225,7 +218,7 @@ def _env_pass(ctx: _Ctx, data: dict[str, Any]) -> dict[str, str | None]:
                 suggestion = "_" + suggestion
             ctx.add(path, "error", f"{name!r} is not a valid environment variable name: a shell cannot reference it "
                     f"(names are [A-Za-z_][A-Za-z0-9_]*)", f"rename it to {suggestion} (and every $ reference to it)")
-        elif value and is_secret_name(name):
+        elif value and is_secret(name, value):
             ctx.add(path, "error", f"{name} holds a secret value in the file",
                     f"list it by name only ('- {name}'); dstack takes the value from the submitting shell")
         elif value and _TOKEN_VALUE.search(value):
@@ -318,18 +311,9 @@ def _server(commands: list[str]) -> tuple[Profile | None, list[str]]:
 
 
 def _program(words: list[str]) -> Profile | None:
-    first = words[0].rsplit("/", 1)[-1]
-    joined = " ".join(words[:4])
-    if first == "vllm" and len(words) > 1 and words[1] == "serve" or "vllm.entrypoints.openai.api_server" in joined:
-        return PROFILES["vllm"]
-    if first in ("text-generation-launcher", "tgi-entrypoint.sh"):
-        return PROFILES["tgi"]
-    if "sglang.launch_server" in joined or (first == "sglang" and len(words) > 1 and words[1] == "serve"):
-        return PROFILES["sglang"]
-    if first == "llama-server":
-        return PROFILES["llama.cpp"]
-    if first == "transformers" and len(words) > 1 and words[1] == "serve":
-        return PROFILES["transformers"]
+    for profile in profiles().values():
+        if profile.spec.lint is not None and profile.spec.lint.starts(words):
+            return profile
     return None
 
 
@@ -346,56 +330,9 @@ def _resolve(value: str | None, env: dict[str, str | None]) -> str | None:
 # -- image -----------------------------------------------------------------------------------
 
 
-def _gpu_spec(data: dict[str, Any]) -> tuple[str | None, int | None, str | None, bool]:
-    """(gpu name, minimum count, vendor, declared) from resources.gpu."""
-    resources = data.get("resources")
-    if not isinstance(resources, dict) or "gpu" not in resources:
-        return None, None, None, False
-    gpu = resources["gpu"]
-    name = count = vendor = None
-    if isinstance(gpu, dict):
-        name = gpu.get("name")
-        if isinstance(name, list):
-            name = name[0] if name else None
-        count = _count(gpu.get("count"))
-        vendor = gpu.get("vendor")
-    elif isinstance(gpu, int):
-        count = gpu
-    elif isinstance(gpu, str):
-        for part in gpu.split(":"):
-            part = part.strip()
-            if not part:
-                continue
-            if re.fullmatch(r"\d+(\.\.\d*)?|\.\.\d+", part):
-                count = _count(part)
-            elif re.search(r"\d+\s*[GM]B", part, re.I):
-                continue
-            elif part.lower() in ("nvidia", "amd", "tpu", "intel"):
-                vendor = part.lower()
-            else:
-                name = part.split(",")[0]
-        if count is None and name is not None:
-            count = 1
-    if vendor is None and name:
-        vendor = "amd" if AMD_GPUS.match(str(name)) else "nvidia" if NVIDIA_GPUS.match(str(name)) else None
-    return (str(name) if name else None), count, (str(vendor).lower() if vendor else None), True
-
-
-def _count(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        return _count(value.get("min"))
-    text = str(value)
-    lo = text.split("..")[0]
-    return int(lo) if lo.isdigit() else None
-
-
 def _image_pass(ctx: _Ctx, data: dict[str, Any], server: Profile | None) -> None:
     image = data.get("image")
-    name, count, vendor, declared = _gpu_spec(data)
+    name, count, vendor, declared = gpu_request(data)
     if not image:
         if vendor == "amd":
             ctx.add(("image",), "error", "no image on an AMD GPU: dstack's default image carries CUDA, not ROCm",
@@ -417,18 +354,15 @@ def _image_pass(ctx: _Ctx, data: dict[str, Any], server: Profile | None) -> None
     if vendor == "nvidia" and is_rocm_image(image):
         ctx.add(("image",), "error", f"{name or 'an NVIDIA'} GPU with the ROCm image {image!r}",
                 "use the CUDA image, e.g. " + (server.image(_vendor("nvidia")) or "a CUDA build" if server else "a CUDA build"))
-    if server is not None and server.name in _IMAGE_FAMILY:
-        repo = split_image(image)[0]
-        families = [n for n, rx in _IMAGE_FAMILY.items() if rx.search(repo)]
+    if server is not None and server.spec.images is not None and server.spec.images.family:
+        families = image_family(image)
         if families and server.name not in families:
-            other = PROFILES[families[0]]
+            other = get_profile(families[0])
             ctx.add(("image",), "error", f"the commands start {server.title} but {image!r} is the {other.title} image",
                     f"use {server.title}'s image, e.g. {server.image(_vendor(vendor or 'nvidia')) or ''}".rstrip(", "))
 
 
-def _vendor(name: str | None):
-    from infermeter.servers.settings import Vendor
-
+def _vendor(name: str | None) -> Vendor:
     return Vendor.AMD if name == "amd" else Vendor.NVIDIA
 
 
@@ -437,21 +371,22 @@ def _vendor(name: str | None):
 
 def _gpu_pass(ctx: _Ctx, data: dict[str, Any], server: Profile | None, argv: list[str],
               env: dict[str, str | None]) -> None:
-    name, count, vendor, declared = _gpu_spec(data)
+    name, count, vendor, declared = gpu_request(data)
     if server is None:
         return
+    rules = server.spec.lint
     gpu_path = ("resources", "gpu") if declared else ("resources",)
-    if server.name in _GPU_SERVERS and (not declared or not count):
+    if rules.needs_gpu and (not declared or not count):
         ctx.add(gpu_path, "error", f"{server.title} needs GPUs but the file declares none "
                 "(dstack may place it on a CPU-only instance)",
                 "add resources: gpu: NAME:COUNT (e.g. MI300X:8 or H100:8) matching the tensor parallelism")
         return
     if not server.tp_flags:  # llama.cpp / transformers serve: no tensor-parallel flag
-        split = server.flag_value(argv, ("--split-mode", "-sm"))
-        if count and count > 1 and (split == "none" or server.name == "transformers"):
-            ctx.add(gpu_path, "warning", f"{count} GPUs requested but {server.title} uses one"
-                    + (" (--split-mode none)" if split == "none" else ""),
-                    "request one GPU" + (", or use --split-mode row/layer" if server.name == "llama.cpp" else ""))
+        single = rules.single_gpu(argv) if rules.single_gpu else None
+        if count and count > 1 and single is not None:
+            why, alternative = single
+            ctx.add(gpu_path, "warning", f"{count} GPUs requested but {server.title} uses one{why}",
+                    f"request one GPU{alternative}")
         return
     tp_raw = server.flag_value(argv, server.tp_flags)
     tp = _resolve(tp_raw, env)
@@ -460,8 +395,8 @@ def _gpu_pass(ctx: _Ctx, data: dict[str, Any], server: Profile | None, argv: lis
         return
     if tp is None:
         tp_val = 1
-        if server.name == "tgi" and count and count > 1:
-            return  # TGI shards across all visible GPUs without --num-shard
+        if rules.shards_all_gpus and count and count > 1:
+            return  # it shards across all visible GPUs without a tensor-parallel flag (TGI)
     else:
         try:
             tp_val = int(tp)
@@ -486,10 +421,8 @@ def _port_pass(ctx: _Ctx, data: dict[str, Any], server: Profile | None, argv: li
     if raw is not None and listen is None:
         return
     if listen is None:
-        if server.name == "tgi":
-            listen = env.get("PORT") or ("80" if _IMAGE_FAMILY["tgi"].search(str(data.get("image") or "")) else "3000")
-        else:
-            listen = str(server.default_port)
+        rule = server.spec.lint.listen_port
+        listen = rule(env, str(data.get("image") or "")) if rule else server.default_port
     try:
         listen_port = int(str(listen))
     except ValueError:

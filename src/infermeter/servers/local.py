@@ -28,8 +28,9 @@ from typing import Any
 
 from infermeter.errors import UserError, safe_text
 from infermeter.process import free_port, http_get, parent_death_signal, stop_group, terminate
-from infermeter.servers.profiles import LaunchCommand, Profile, get_profile
-from infermeter.servers.settings import ServerSettings, Vendor
+from infermeter.backends import Profile, get_profile
+from infermeter.backends.launch import LaunchCommand
+from infermeter.backends.settings import ServerSettings, Vendor
 
 
 class ServerLaunchError(UserError):
@@ -130,7 +131,7 @@ class LocalServer:
             if self.running:
                 return self
             _check_port_free(self.host, self.settings.port)
-            metrics_port = free_port(self.host) if self.profile.name == "tgi" else None
+            metrics_port = free_port(self.host) if self.profile.separate_metrics_port else None
             self.command = self.profile.command(self.settings, self.vendor, host=self.host,
                                                 executable=self._resolve_executable(), metrics_port=metrics_port)
             if self.log_path is None:

@@ -1,8 +1,9 @@
 """Provenance of a launched server: exactly what ran, where, and which versions.
 
 ``provenance(server)`` returns a JSON-ready dict: backend, the server's own version
-(from its version endpoint: vLLM ``/version``, TGI ``/info``, SGLang
-``/get_server_info``, llama.cpp ``/props``; else ``<program> --version``), the full
+(from its info endpoint, read by its backend module's ``version_from_info``: vLLM
+``/version``, TGI ``/info``, SGLang ``/get_server_info``, llama.cpp ``/props``; else
+``<program> --version``), the full
 command and environment, the image (containers), model id and revision, tokenizer,
 every setting and the flags that carried it, GPU model/count/driver (``nvidia-smi`` or
 ``rocm-smi`` when present, else ``"unknown"``), infermeter's version and the host.
@@ -22,8 +23,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from infermeter.secrets import REDACTED, TOKEN_RE, redact_argv
-from infermeter.servers.settings import is_secret_name
+from infermeter.backends import get_backend
+from infermeter.secrets import REDACTED, TOKEN_RE, is_secret, redact_argv
 
 # One redaction for every recorded command line: infermeter.secrets.redact_argv.
 redact_command = redact_argv
@@ -32,7 +33,8 @@ redact_command = redact_argv
 def redact_info(value: Any, key: str = "") -> Any:
     """A server's info document with credential-named fields and token-like strings redacted."""
     if isinstance(value, dict):
-        return {k: (REDACTED if is_secret_name(str(k)) and v not in (None, "", False) else redact_info(v, str(k)))
+        return {k: (REDACTED if v not in (None, "", False) and is_secret(str(k), v if isinstance(v, str) else None)
+                    else redact_info(v, str(k)))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact_info(v, key) for v in value]
@@ -42,14 +44,10 @@ def redact_info(value: Any, key: str = "") -> Any:
 
 
 def version_from_info(profile: str, info: dict[str, Any] | None) -> str | None:
-    """The server version from its info endpoint's JSON."""
+    """The server version from its info endpoint's JSON (the backend module reads it)."""
     if not info:
         return None
-    if profile == "llama.cpp":
-        build = info.get("build_info")
-        return str(build) if build else None
-    version = info.get("version")
-    return str(version) if version else None
+    return get_backend(profile).version_from_info(info)
 
 
 def gpu_info() -> dict[str, Any]:
@@ -103,13 +101,14 @@ def provenance(server: Any) -> dict[str, Any]:
     command = server.command
     info = server.info() if server.running else None
     model_revision = settings.revision
-    if info and profile.name == "tgi":  # TGI reports the resolved model commit
-        model_revision = info.get("model_sha") or model_revision
+    revision_from_info = get_backend(profile.name).revision_from_info
+    if info and revision_from_info is not None:  # TGI reports the resolved model commit
+        model_revision = revision_from_info(info) or model_revision
     launch: dict[str, Any] = {}
     if command is not None:
         launch = command.to_dict()
         launch["argv"] = redact_command(command.argv)
-        launch["env"] = {k: (REDACTED if is_secret_name(k) else v) for k, v in command.env.items()}
+        launch["env"] = {k: (REDACTED if is_secret(k, v) else v) for k, v in command.env.items()}
     return {
         "backend": profile.name,
         "backend_title": profile.title,

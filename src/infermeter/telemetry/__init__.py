@@ -10,7 +10,7 @@ Modules, one concern each:
 * ``agent``          the remote-host agent (HTTP) and the sampler that pulls from it
 * ``gpu``            choosing the GPU samplers that work here
 * ``prom``           Prometheus text: robust lookups, histogram deltas and quantiles
-* ``backends``       per-backend metric maps (vLLM, TGI, SGLang, llama.cpp) and renames
+* ``backends``       /metrics read through each backend's metric map (infermeter.backends), renames
 * ``server_metrics`` scraping a server's /metrics
 * ``loop``           one background thread per source
 * ``phases``         idle / loading / ready / warmup / load / cooldown, and the peak

@@ -9,21 +9,13 @@ default depends on the GPU), and every rendered command passes it.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Names that hold credentials: only ever passed by NAME (docker -e NAME, dstack "- NAME").
-_SECRET_NAME = re.compile(
-    r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(?:$|_)", re.I)
+from infermeter.secrets import ENV_NAME, is_secret
+
 DTYPES = ("auto", "float16", "bfloat16", "float32")
-
-
-def is_secret_name(name: str) -> bool:
-    """True for env names that carry credentials (HF_TOKEN, OPENAI_API_KEY, ...)."""
-    return bool(_SECRET_NAME.search(name))
 
 
 class Vendor(str, Enum):
@@ -82,7 +74,7 @@ class ServerSettings(BaseModel):
         for name, value in v.items():
             if not ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
-            if is_secret_name(name):
+            if is_secret(name, value):
                 raise ValueError(f"{name!r} looks like a secret: list its NAME in secrets instead of its value")
             if "\n" in value or "\x00" in value:
                 raise ValueError(f"the value of {name!r} must be one line")
