@@ -135,13 +135,28 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Environment names that hold credentials: only ever passed by NAME (docker -e NAME, dstack "- NAME").
 _SECRET_NAME = re.compile(
     r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(?:$|_)", re.I)
+_CREDENTIAL_WORD = re.compile(
+    r"(?:^|_)(?:SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(?:$|_)", re.I)
+# TOKEN in a name that counts text tokens (MAX_TOTAL_TOKEN, NUM_TOKEN, TOKEN_LIMIT): a setting, not a credential
+_TOKEN_COUNT = re.compile(r"(?:^|_)(?:MAX|MIN|TOTAL|NUM|N|INPUT|OUTPUT|PROMPT|PREFILL|BATCH|NEW|CONTEXT|CTX|LEN|"
+                          r"LENGTH|LIMIT|COUNT|SIZE|BUDGET|PER|CHUNK)(?:$|_)", re.I)
+_PLAIN_SETTING = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|true|false|yes|no|on|off", re.I)
 
 
 def is_secret_name(name: str) -> bool:
-    """True for environment names that carry credentials (HF_TOKEN, OPENAI_API_KEY, ...)."""
-    return bool(_SECRET_NAME.search(name))
+    """True for environment names that carry credentials (HF_TOKEN, OPENAI_API_KEY, ...);
+    False for token counts such as MAX_TOTAL_TOKEN or NUM_TOKEN."""
+    if _CREDENTIAL_WORD.search(name):
+        return True
+    return bool(_SECRET_NAME.search(name)) and not _TOKEN_COUNT.search(name)
 
 
 def is_secret(name: str, value: str | None = None) -> bool:
-    """True when ``name=value`` carries a credential (judged by the name)."""
-    return is_secret_name(name)
+    """True when ``name=value`` carries a credential.  A name that says TOKEN holding a
+    plain number or boolean is a setting (a credential is never ``130000`` or ``true``);
+    PASSWORD, SECRET, API_KEY... are credentials whatever their value."""
+    if _CREDENTIAL_WORD.search(name):
+        return True
+    if not is_secret_name(name):
+        return False
+    return value is None or not _PLAIN_SETTING.fullmatch(value.strip())

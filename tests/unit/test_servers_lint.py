@@ -157,3 +157,70 @@ def test_lint_reports_unreadable_and_non_yaml_files(tmp_path):
     bad.write_text("type: task\n  commands: [\n")
     assert has_errors(lint_file(bad, use_dstack=False))
     assert lint_file(tmp_path / "missing.yml")[0].problem.startswith("cannot read it")
+
+
+# -- secrets: credentials by name, settings by value -------------------------------------------------
+
+
+def test_the_writeups_own_task_files_report_no_secret_where_there_is_none():
+    # the files exactly as published (tests/fixtures/dstack/writeup-original-*.dstack.yml)
+    tgi = lint_file(FIXTURES / "writeup-original-tgi.dstack.yml", use_dstack=False)
+    assert not [f.format() for f in tgi if "secret" in f.problem or "MAX_TOTAL_TOKEN" in f.problem]
+    # its real defects are still each reported
+    found = [(f.line, f.key, f.problem) for f in tgi if f.severity == "error"]
+    assert has(found, "image", "floating tag 'latest'", line=4)
+    assert has(found, "env[6]", "'MAX-INPUT-TOKEN' is not a valid environment variable name", line=13)
+    assert has(found, "commands[2]", "expands $MAX followed by the text '-INPUT-TOKEN'", line=18)
+    assert has(found, "resources", "TGI needs GPUs but the file declares none")
+    vllm = lint_file(FIXTURES / "writeup-original-vllm.dstack.yml", use_dstack=False)
+    assert not any("secret" in f.problem for f in vllm)  # HUGGING_FACE_HUB_TOKEN is listed by name
+
+
+def test_a_token_count_is_a_setting_and_a_token_value_a_secret():
+    text = """\
+type: task
+image: vllm/vllm-openai:v0.11.2
+env:
+  - MAX_TOTAL_TOKEN=130000
+  - MAX_INPUT_TOKEN=125000
+  - TOKEN_LIMIT=4096
+  - HUGGING_FACE_HUB_TOKEN=abcdef
+  - DB_PASSWORD=123456
+  - OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwxyz
+commands:
+  - vllm serve m
+ports: [8000]
+resources:
+  gpu: H100:1
+"""
+    flagged = {f.key for f in lint_text(text, use_dstack=False) if "secret" in f.problem}
+    assert flagged == {"env[3]", "env[4]", "env[5]"}
+
+
+@pytest.mark.parametrize("name,value,secret", [
+    ("HF_TOKEN", "hf_abcdefghijklmnopqrstuvwxyz", True),
+    ("HUGGING_FACE_HUB_TOKEN", None, True),
+    ("GITHUB_TOKEN", "ghp_x", True),
+    ("MAX_TOTAL_TOKEN", "130000", False),
+    ("MAX_TOTAL_TOKEN", None, False),  # a count of text tokens, by its name
+    ("NUM_TOKEN", "8", False),
+    ("HF_TOKEN", "130000", False),  # a credential is never a plain number
+    ("HF_TOKEN", "true", False),
+    ("DB_PASSWORD", "123456", True),  # a password may be digits
+    ("WANDB_API_KEY", "1234", True),
+    ("TRUST_REMOTE_CODE", "true", False),
+    ("MODEL_ID", "meta-llama/Llama-3.1-405B-Instruct", False),
+])
+def test_is_secret(name, value, secret):
+    from infermeter.secrets import is_secret
+
+    assert is_secret(name, value) is secret
+
+
+def test_server_settings_take_token_counts_in_env_and_refuse_credentials():
+    from infermeter.servers import ServerSettings
+
+    assert ServerSettings(model="m", env={"MAX_TOTAL_TOKEN": "130000"}).env == {"MAX_TOTAL_TOKEN": "130000"}
+    with pytest.raises(ValueError, match="HF_TOKEN.*looks like a secret"):
+        ServerSettings(model="m", env={"HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz"})
+
