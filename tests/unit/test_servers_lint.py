@@ -224,3 +224,11 @@ def test_server_settings_take_token_counts_in_env_and_refuse_credentials():
     with pytest.raises(ValueError, match="HF_TOKEN.*looks like a secret"):
         ServerSettings(model="m", env={"HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz"})
 
+
+def test_lint_install_hint_shows_the_extra(capsys, monkeypatch):
+    import infermeter.servers.dstack_schema as schema
+
+    monkeypatch.setattr(schema, "dstack_version", lambda: None)
+    main(["lint", str(FIXTURES / "clean-vllm-mi300x.dstack.yml")])
+    err = capsys.readouterr().err
+    assert "dstack package is not installed" in err and "infermeter[dstack]" in err

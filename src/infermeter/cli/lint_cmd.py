@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infermeter.cli.app import app
 from infermeter.errors import safe_text
@@ -29,8 +30,8 @@ def lint(
     err = Console(stderr=True, highlight=False)
     errors = warnings = 0
     if not no_dstack and dstack_version() is None:
-        err.print("note: the dstack package is not installed: dstack's own validation is skipped "
-                  "(pip install 'infermeter[dstack]')")
+        err.print(escape("note: the dstack package is not installed: dstack's own validation is skipped "
+                         "(pip install 'infermeter[dstack]')"))
     failed = False
     for path in files:
         findings = lint_file(path, use_dstack=not no_dstack)
