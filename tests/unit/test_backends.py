@@ -18,6 +18,7 @@ from infermeter.backends.base import BackendSpec
 from infermeter.backends.launch import NA
 from infermeter.errors import UserError
 from infermeter.servers import ServerSettings, Vendor
+from infermeter.servers.docker import docker_argv
 from infermeter.servers.dstack import render_dstack
 from infermeter.servers.images import default_image, image_family, image_problem
 from infermeter.servers.lint import _server, lint_text
@@ -201,3 +202,42 @@ def test_two_modules_cannot_claim_one_name(dropped_in):
                                  "BACKEND = BackendSpec(name='vllm', default_endpoint='/v1/completions', "
                                  "ignore_eos=True)\n")
         all_backends()
+
+
+# -- docs/backends.md: the worked example works as documented -----------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "backends.md"
+
+
+def _blocks(kind: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_the_documented_example_backend_works_as_documented(dropped_in, tmp_path, monkeypatch, capsys):
+    from infermeter.cli.main import main
+
+    (module,) = _blocks("python")
+    (task,) = _blocks("yaml")
+    dropped_in("aphrodite", module)
+    spec = get_backend("aphrodite-engine")
+    assert spec.name == "aphrodite" and spec.ignore_eos and spec.protocol == "openai"
+    assert spec.version_path == "/version" and spec.launch.default_port == 2242
+    assert telemetry_backends.metric_map("aphrodite") is spec.metrics
+    scrape = prom.parse("aphrodite:num_requests_running 3\naphrodite:gpu_cache_usage_perc 0.25\n"
+                        "vllm_unrelated 1\n")
+    assert telemetry_backends.detect(scrape) is spec.metrics
+    assert telemetry_backends.normalize(scrape, spec.metrics)[0] == {"running": 3.0, "kv_usage": 0.25}
+    argv, _ = docker_argv(get_profile("aphrodite"), ServerSettings(model="Qwen/Qwen3-0.6B"), Vendor.NVIDIA)
+    assert argv[argv.index("alpindale/aphrodite-openai:v0.6.4") + 1] == "--model"  # the ENTRYPOINT is the program
+    (tmp_path / "aphrodite-task.dstack.yml").write_text(task)
+    monkeypatch.chdir(tmp_path)
+    sessions = _blocks("console")
+    assert len(sessions) == 2
+    for session in sessions:
+        command, *expected = session.strip("\n").split("\n")
+        assert command.startswith("$ infermeter ")
+        main(command.split()[2:])
+        out = capsys.readouterr()
+        assert (out.out + out.err).strip("\n").split("\n") == expected, command

@@ -51,8 +51,8 @@ def docker_argv(profile: Profile, settings: ServerSettings, vendor: Vendor | str
         argv += ["-e", key]
     if cmd.setup:
         argv += ["--entrypoint", "bash", image, "-c", " && ".join(cmd.script())]
-    elif profile.image_entrypoint:
-        argv += [image, *cmd.argv[1:]]
+    elif profile.image_entrypoint:  # the image's ENTRYPOINT is the whole program: pass only its arguments
+        argv += [image, *cmd.argv[len(profile.container_program or profile.program):]]
     else:
         argv += ["--entrypoint", cmd.argv[0], image, *cmd.argv[1:]]
     return argv, cmd
