@@ -52,10 +52,19 @@ class _Registry:
             self.names[key] = spec.name
         self.specs[spec.name] = spec
         if spec.launch is not None:
-            profile = Profile(spec)
+            profile = _profile_of(spec)
             self.profiles[spec.name] = profile
             for key in (spec.name, *profile.aliases):
                 self.profile_names.setdefault(key.lower(), spec.name)
+
+
+_PROFILES: dict[int, tuple[BackendSpec, Profile]] = {}  # one Profile per spec, kept across reload()
+
+
+def _profile_of(spec: BackendSpec) -> Profile:
+    if id(spec) not in _PROFILES:
+        _PROFILES[id(spec)] = (spec, Profile(spec))
+    return _PROFILES[id(spec)][1]
 
 
 @functools.cache
