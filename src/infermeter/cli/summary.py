@@ -37,7 +37,7 @@ def print_summary(console: Console, result: dict, result_path: str, records_path
     ol = im["output_len_stats"]
     row("Output tokens per request (min/mean/max)", f"{ol['min']} / {ol['mean']:.1f} / {ol['max']}")
     row("Request throughput (req/s)", f"{result['request_throughput']:.2f}")
-    if "request_goodput" in result:
+    if result.get("request_goodput") is not None:
         row("Request goodput (req/s)", f"{result['request_goodput']:.2f}")
     row("Output token throughput (tok/s)", f"{result['output_throughput']:.2f}")
     row("Total token throughput (tok/s)", f"{result['total_token_throughput']:.2f}")

@@ -147,6 +147,10 @@ class OpenAIProtocol(Protocol):
                 continue
             choices = obj.get("choices")
             if choices:
+                if rec.first_choice is None:  # vLLM's TTFT point (see RequestRecord)
+                    rec.first_choice = t
+                rec.last_choice = t
+                rec.choice_events += 1
                 choice = choices[0]
                 if self.chat:
                     delta = choice.get("delta") or {}

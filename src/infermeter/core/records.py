@@ -37,6 +37,12 @@ class RequestRecord:
     finish_reason: str | None = None
     anomalies: list[str] = field(default_factory=list)  # protocol oddities that did not fail the request
     generated_text: str | None = None
+    # vLLM's client definitions (vllm/benchmarks/lib/endpoint_request_func.py), kept beside ours:
+    # it takes TTFT at the first event whose ``choices`` is non-empty (even a role-only or
+    # empty-text one), an ITL gap between every two such events, and the end at the last one.
+    first_choice: float | None = None  # first event with non-empty choices
+    last_choice: float | None = None  # last event with non-empty choices
+    choice_events: int = 0  # events with non-empty choices
 
     @property
     def output_tokens(self) -> int:
@@ -63,7 +69,7 @@ class RequestRecord:
 
     def shift(self, origin: float) -> None:
         """Make absolute clock readings relative to ``origin`` (the run's start)."""
-        for name in ("scheduled", "queued", "sent", "headers", "first_token", "end"):
+        for name in ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value - origin)
@@ -127,9 +133,9 @@ _FIELDS = tuple(RequestRecord.__dataclass_fields__)
 
 _NAN = float("nan")
 _FLOAT_ONLY = {float}
-_FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end")
+_FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice")
 _INT_COLS = ("index", "input_len", "requested_output_len", "status", "output_tokens_server",
-             "prompt_tokens_server", "output_tokens_client", "output_events")
+             "prompt_tokens_server", "output_tokens_client", "output_events", "choice_events")
 _NONE_INT = -(2 ** 62)  # stands for None in the integer columns
 _RARE = ("retry_after", "error", "error_detail", "anomalies")
 

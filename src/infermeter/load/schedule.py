@@ -8,9 +8,21 @@ Three modes, named honestly everywhere they are reported:
   been sent.  ``--request-rate inf --max-concurrency C``.
 * ``rate``: an open loop with arrivals at rate lambda: Poisson (the default),
   gamma (``--burstiness`` b != 1: shape b, mean interval 1/lambda, so the
-  coefficient of variation is 1/sqrt(b)) or constant.  ``--max-concurrency``
-  may cap requests in flight on top; requests then wait in the client's queue
-  and that wait is recorded per request.
+  coefficient of variation is 1/sqrt(b)) or constant (``--burstiness inf``).
+  ``--max-concurrency`` may cap requests in flight on top; requests then wait
+  in the client's queue and that wait is recorded per request.  A ramp-up
+  (``--ramp-up-strategy linear|exponential``) changes the rate from request to
+  request, as vLLM defines it.
+
+Two schedules of rate arrivals (``LoadPlan.schedule``):
+
+* ``vllm`` (the default, what ``vllm bench serve`` does): N intervals are
+  drawn, their running sum gives the send times (the first request waits one
+  drawn interval), and without a ramp-up the times are rescaled so that the
+  last send lands exactly at N / rate.  The scheduled offered rate is then the
+  target rate, whatever the seed.
+* ``unscaled``: the first request at 0, then the plain renewal process (N - 1
+  drawn intervals); the offered rate of a finite run varies with the seed.
 
 Offsets are computed once, before the run, as absolute times from the run's
 start, so late wake-ups never accumulate into drift: each send targets its own
@@ -35,6 +47,8 @@ class LoadMode(str, Enum):
 
 
 ARRIVALS = ("poisson", "gamma", "constant")
+SCHEDULES = ("vllm", "unscaled")
+RAMP_STRATEGIES = ("linear", "exponential")
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,8 @@ class LoadPlan:
     burstiness: float
     arrival: str  # poisson | gamma | constant | none (burst/concurrency)
     warmup_requests: int = 0
+    schedule: str = "vllm"  # vllm (rescaled to end at N/rate) | unscaled; see the module doc
+    ramp_up: tuple[str, float, float] | None = None  # (strategy, start rps, end rps)
 
     def describe(self) -> str:
         """One line a reader cannot misread."""
@@ -57,7 +73,13 @@ class LoadPlan:
         else:
             kind = {"poisson": "Poisson", "constant": "constant-interval",
                     "gamma": f"gamma (burstiness {self.burstiness:g})"}[self.arrival]
-            text = f"rate: {self.request_rate:g} req/s {kind} arrivals, {n} requests"
+            if self.ramp_up:
+                strategy, start, end = self.ramp_up
+                text = f"rate: {strategy} ramp-up from {start:g} to {end:g} req/s, {kind} arrivals, {n} requests"
+            else:
+                text = f"rate: {self.request_rate:g} req/s {kind} arrivals, {n} requests"
+                if self.schedule == "unscaled":
+                    text += " (unscaled schedule)"
             if self.max_concurrency:
                 text += f", at most {self.max_concurrency} in flight"
         if self.warmup_requests:
@@ -74,6 +96,9 @@ class LoadPlan:
             "burstiness": self.burstiness,
             "arrival": self.arrival,
             "warmup_requests": self.warmup_requests,
+            "schedule": self.schedule if self.mode is LoadMode.RATE else None,
+            "ramp_up": ({"strategy": self.ramp_up[0], "start_rps": self.ramp_up[1], "end_rps": self.ramp_up[2]}
+                        if self.ramp_up else None),
         }
 
 
@@ -84,8 +109,14 @@ def make_plan(
     burstiness: float = 1.0,
     arrival: str | None = None,
     warmup_requests: int = 0,
+    schedule: str = "vllm",
+    ramp_up: tuple[str, float | None, float | None] | None = None,
 ) -> LoadPlan:
-    """Validate the load flags and name the mode they mean."""
+    """Validate the load flags and name the mode they mean.
+
+    ``burstiness`` inf means constant intervals (vLLM's meaning); ``ramp_up``
+    is ``(strategy, start_rps, end_rps)`` with ``request_rate`` left at inf,
+    checked as ``vllm bench serve`` checks it."""
     if num_requests < 1:
         raise UserError(f"--num-prompts {num_requests} must be at least 1", "pass --num-prompts N with N >= 1")
     if math.isnan(request_rate) or request_rate <= 0:
@@ -94,25 +125,77 @@ def make_plan(
     if max_concurrency is not None and max_concurrency < 1:
         raise UserError(f"--max-concurrency {max_concurrency} must be at least 1",
                         "pass --max-concurrency C with C >= 1, or leave it out")
-    if not (burstiness > 0) or math.isinf(burstiness):
-        raise UserError(f"--burstiness {burstiness:g} must be a positive finite number",
-                        "use 1 for Poisson arrivals, <1 for burstier, >1 for more even")
+    if not (burstiness > 0):
+        raise UserError(f"--burstiness {burstiness:g} must be positive",
+                        "use 1 for Poisson arrivals, <1 for burstier, >1 for more even, inf for constant")
+    if schedule not in SCHEDULES:
+        raise UserError(f"--rate-schedule {schedule!r} is not known", f"use one of {', '.join(SCHEDULES)}")
     if warmup_requests < 0:
         raise UserError(f"--warmup-requests {warmup_requests} is negative", "pass 0 or more")
     if arrival is not None and arrival not in ARRIVALS:
         raise UserError(f"--arrival {arrival!r} is not known", f"use one of {', '.join(ARRIVALS)}")
+    if ramp_up is not None and ramp_up[0] is not None:
+        return _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests,
+                          schedule, ramp_up)
+    if ramp_up is not None and (ramp_up[1] is not None or ramp_up[2] is not None):
+        raise UserError("--ramp-up-start-rps/--ramp-up-end-rps need --ramp-up-strategy",
+                        "add --ramp-up-strategy linear or exponential")
     if math.isinf(request_rate):
         if arrival not in (None, "poisson"):
             raise UserError(f"--arrival {arrival} needs a finite --request-rate",
                             "pass --request-rate R (requests/s)")
         mode = LoadMode.CONCURRENCY if max_concurrency else LoadMode.BURST
         return LoadPlan(mode, num_requests, math.inf, max_concurrency, burstiness, "none", warmup_requests)
-    if arrival is None:
-        arrival = "poisson" if burstiness == 1.0 else "gamma"
-    elif arrival == "poisson" and burstiness != 1.0:
-        arrival = "gamma"
+    arrival = _arrival(arrival, burstiness)
     return LoadPlan(LoadMode.RATE, num_requests, float(request_rate), max_concurrency, burstiness,
-                    arrival, warmup_requests)
+                    arrival, warmup_requests, schedule)
+
+
+def _arrival(arrival: str | None, burstiness: float) -> str:
+    if math.isinf(burstiness):
+        if arrival not in (None, "constant"):
+            raise UserError(f"--arrival {arrival} contradicts --burstiness inf (constant intervals)",
+                            "drop one of them")
+        return "constant"
+    if arrival is None:
+        return "poisson" if burstiness == 1.0 else "gamma"
+    if arrival == "poisson" and burstiness != 1.0:
+        return "gamma"
+    return arrival
+
+
+def _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests, schedule,
+               ramp_up) -> LoadPlan:
+    """A ramp-up plan, with vLLM's checks (vllm/benchmarks/serve.py)."""
+    strategy, start, end = ramp_up
+    if strategy not in RAMP_STRATEGIES:
+        raise UserError(f"--ramp-up-strategy {strategy!r} is not known", "use linear or exponential")
+    if not math.isinf(request_rate):
+        raise UserError("--ramp-up-strategy sets the rate itself, so --request-rate cannot be given with it",
+                        "drop --request-rate")
+    if start is None or end is None:
+        raise UserError("--ramp-up-strategy needs both --ramp-up-start-rps and --ramp-up-end-rps",
+                        "add e.g. --ramp-up-start-rps 1 --ramp-up-end-rps 20")
+    if start < 0 or end < 0:
+        raise UserError("--ramp-up-start-rps and --ramp-up-end-rps must not be negative", "give rates >= 0")
+    if start > end:
+        raise UserError(f"--ramp-up-start-rps {start:g} is above --ramp-up-end-rps {end:g}",
+                        "give a start rate below the end rate")
+    if start == 0:
+        # vLLM refuses 0 for exponential; for linear its first interval would be 1/0 (it fails an assertion)
+        raise UserError("--ramp-up-start-rps 0: the first request's rate would be 0",
+                        "start the ramp at 1 req/s or more")
+    return LoadPlan(LoadMode.RATE, num_requests, math.inf, max_concurrency, burstiness,
+                    _arrival(arrival, burstiness), warmup_requests, schedule, (strategy, float(start), float(end)))
+
+
+def ramp_rates(plan: LoadPlan, n: int) -> np.ndarray:
+    """Each request's rate under the plan's ramp-up: request i of n is at progress i/(n-1)."""
+    strategy, start, end = plan.ramp_up  # type: ignore[misc]
+    progress = np.arange(n) / max(n - 1, 1)
+    if strategy == "linear":
+        return start + (end - start) * progress
+    return start * (end / start) ** progress
 
 
 def arrival_offsets(plan: LoadPlan, seed: int, count: int | None = None) -> np.ndarray:
@@ -125,14 +208,27 @@ def arrival_offsets(plan: LoadPlan, seed: int, count: int | None = None) -> np.n
     if plan.mode is not LoadMode.RATE:
         return np.zeros(n)
     rng = np.random.default_rng(seed)
-    mean = 1.0 / plan.request_rate
+    mean = 1.0 / (ramp_rates(plan, n) if plan.ramp_up else np.full(n, plan.request_rate))
     if plan.arrival == "constant":
-        intervals = np.full(n, mean)
+        intervals = mean
     elif plan.arrival == "poisson":
-        intervals = rng.exponential(mean, size=n)
+        intervals = rng.exponential(mean)
     else:  # gamma with shape b and mean 1/lambda
-        intervals = rng.gamma(shape=plan.burstiness, scale=mean / plan.burstiness, size=n)
-    offsets = np.empty(n)
-    offsets[0] = 0.0
-    np.cumsum(intervals[:-1], out=offsets[1:])
+        intervals = rng.gamma(shape=plan.burstiness, scale=mean / plan.burstiness)
+    if plan.schedule == "unscaled" and not plan.ramp_up:
+        offsets = np.empty(n)
+        offsets[0] = 0.0
+        np.cumsum(intervals[:-1], out=offsets[1:])
+        return offsets
+    offsets = np.cumsum(intervals)  # vLLM: the first request waits one interval too
+    if not plan.ramp_up and offsets[-1] > 0:
+        offsets *= (n / plan.request_rate) / offsets[-1]  # the last send at exactly N / rate
     return offsets
+
+
+def offered_rate(offsets: np.ndarray) -> float | None:
+    """The scheduled offered rate: requests / time from the run's start to the last scheduled send
+    (None for a plan that sends everything at once)."""
+    if len(offsets) == 0 or offsets[-1] <= 0:
+        return None
+    return float(len(offsets) / offsets[-1])

@@ -22,7 +22,7 @@ from infermeter.clients.fasthttp import make_transport
 from infermeter.clients.protocols import make_protocol
 from infermeter.core.protocol import RequestOptions
 from infermeter.errors import UserError
-from infermeter.load.schedule import LoadMode, make_plan
+from infermeter.load.schedule import LoadMode
 from infermeter.metrics.compute import GoodputSLO, compute, parse_metric_names, parse_percentiles
 from infermeter.core.outcome import Counters, StopPolicy
 from infermeter.load.generator import LoadRunner
@@ -64,8 +64,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     kind = protocol_for(endpoint)
     if backend.name == "openai-chat" and kind == "openai":
         kind = "openai-chat"
-    plan = make_plan(spec.num_prompts, spec.request_rate, spec.max_concurrency, spec.burstiness,
-                     spec.arrival, spec.warmup_requests)
+    plan = spec.load_plan()
     percentiles = parse_percentiles(spec.metric_percentiles)
     metric_names = parse_metric_names(spec.percentile_metrics)
     goodput = GoodputSLO.parse(spec.goodput) if spec.goodput else None
@@ -173,7 +172,8 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     warnings = _warnings(spec, plan, metrics, outcome, backend, kind)
     metrics["work"]["token_count_crosscheck"] = _crosscheck(outcome.records, tokenizer)
     result = build_result(
-        outcome=outcome, metrics=metrics, plan=plan, backend=backend.name, model_id=model,
+        outcome=outcome, metrics=metrics, plan=plan, backend=backend.name, model_id=spec.model or model,
+        label=spec.label, save_detailed=spec.save_generated_text,
         tokenizer_id=tokenizer_id, target=target,
         workload={"dataset_name": spec.dataset_name, "spec": wspec.model_dump(mode="json"),
                   "seed": spec.seed, "chat": chat},

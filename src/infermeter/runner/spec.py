@@ -87,6 +87,22 @@ class RunSpec(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     save_generated_text: bool = False
     progress: bool = True
+    # --- vLLM `bench serve` compatibility (cli/options.py; docs/cli.md) -------
+    label: str | None = None  # vLLM's --label: the result's "label" key and file-name prefix
+    rate_schedule: str = "vllm"  # vllm: rescaled so the last send lands at N/rate; unscaled: plain renewal
+    ramp_up_strategy: str | None = None  # linear | exponential (then request_rate stays inf)
+    ramp_up_start_rps: float | None = None
+    ramp_up_end_rps: float | None = None
+    custom_output_len: int = 256  # --dataset-name custom: max_tokens per request, as vLLM asks
+    # --- end of the vLLM compatibility block ----------------------------------
+
+    def load_plan(self):
+        """The load plan these fields mean (load/schedule.py)."""
+        from infermeter.load.schedule import make_plan
+
+        ramp = (self.ramp_up_strategy, self.ramp_up_start_rps, self.ramp_up_end_rps)
+        return make_plan(self.num_prompts, self.request_rate, self.max_concurrency, self.burstiness, self.arrival,
+                         self.warmup_requests, self.rate_schedule, ramp if any(v is not None for v in ramp) else None)
 
     def uses_embedded_engine(self) -> bool:
         return self.base_url is None and self.host is None and self.port is None
@@ -104,7 +120,6 @@ class RunSpec(BaseModel):
         """Judge every value that can be judged without a server; a bad one raises a
         ``UserError`` naming its flag (pydantic passes it through unchanged)."""
         from infermeter.backends import get_backend
-        from infermeter.load.schedule import make_plan
         from infermeter.metrics.compute import GoodputSLO, parse_metric_names, parse_percentiles
         from infermeter.secrets import check_headers
 
@@ -113,7 +128,7 @@ class RunSpec(BaseModel):
                 "sonnet_input_len": MAX_TOKENS, "sonnet_output_len": MAX_TOKENS,
                 "sonnet_prefix_len": MAX_TOKENS, "random_input_len": MAX_TOKENS,
                 "random_output_len": MAX_TOKENS, "random_prefix_len": MAX_TOKENS,
-                "sharegpt_output_len": MAX_TOKENS, "seed": 2**63 - 1, "top_k": 2**31 - 1}
+                "sharegpt_output_len": MAX_TOKENS, "custom_output_len": MAX_TOKENS, "seed": 2**63 - 1, "top_k": 2**31 - 1}
         for name, limit in ints.items():
             value = getattr(self, name)
             if value is not None and abs(value) > limit:
@@ -136,8 +151,7 @@ class RunSpec(BaseModel):
         if self.engine_ctx_size is not None and self.engine_ctx_size < 1:
             raise UserError(f"--engine-ctx-size {self.engine_ctx_size} must be at least 1",
                             "pass a context size in tokens, or leave it out for the model's own")
-        make_plan(self.num_prompts, self.request_rate, self.max_concurrency, self.burstiness, self.arrival,
-                  self.warmup_requests)
+        self.load_plan()
         if self.seed < 0:
             raise UserError(f"--seed {self.seed} must be a whole number >= 0", "pass --seed 0 or more")
         if self.temperature is not None and not 0 <= self.temperature < math.inf:
@@ -168,7 +182,7 @@ class RunSpec(BaseModel):
         name = self.dataset_name
         if name == "sonnet":
             return w.SonnetSpec(input_len=self.sonnet_input_len, output_len=self.sonnet_output_len,
-                                prefix_len=self.sonnet_prefix_len)
+                                prefix_len=self.sonnet_prefix_len, path=self.dataset_path)
         if name == "random":
             return w.RandomSpec(input_len=self.random_input_len, output_len=self.random_output_len,
                                 range_ratio=self.random_range_ratio, prefix_len=self.random_prefix_len)
@@ -177,5 +191,11 @@ class RunSpec(BaseModel):
                 raise UserError(f"--dataset-name {name} needs --dataset-path", "give the path of the dataset file")
             if name == "sharegpt":
                 return w.ShareGPTSpec(path=self.dataset_path, output_len=self.sharegpt_output_len)
-            return w.JsonlSpec(path=self.dataset_path, output_len=self.sharegpt_output_len)
+            return w.JsonlSpec(path=self.dataset_path,
+                               output_len=self.custom_output_len if name == "custom" else self.sharegpt_output_len)
         raise UserError(f"--dataset-name {name!r} is not known", "use sonnet, random, sharegpt or jsonl")
+
+
+def runspec_from_flags(values: dict[str, Any]) -> RunSpec:
+    """A RunSpec from flat field names (what ``infermeter run``'s parser produces)."""
+    return RunSpec(**values)

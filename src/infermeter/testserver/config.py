@@ -191,6 +191,8 @@ class TestServerConfig(BaseModel):
     shutdown_timeout_s: float = Field(default=1.0, ge=0)
     #: per-request records kept for ``GET /stats?requests=1``
     stats_keep_requests: int = Field(default=100_000, ge=0)
+    #: generation request bodies (and headers) kept, newest last, for ``GET /stats?bodies=1``
+    keep_bodies: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> TestServerConfig:

@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,7 @@ class TestServer:
     def __init__(self, config: TestServerConfig) -> None:
         self.config = config
         self.stats = Stats(config.stats_keep_requests)
+        self.bodies: deque[dict] = deque(maxlen=config.keep_bodies or 1)
         self.metrics = Metrics(config.model)
         self._seq = 0
         self._in_flight = 0
@@ -221,6 +223,8 @@ class TestServer:
             records=want,
         )
         snap["config"] = self.config.model_dump()
+        if self.config.keep_bodies and request.query.get("bodies", "0").lower() in ("1", "true", "yes"):
+            snap["bodies"] = list(self.bodies)
         return _json(snap)
 
     async def h_stats_reset(self, request: web.Request) -> web.Response:
@@ -265,6 +269,9 @@ class TestServer:
                 body = orjson.loads(raw) if raw else {}
                 if not isinstance(body, dict):
                     raise _Reject(400, "request body must be a JSON object")
+                if self.config.keep_bodies:
+                    self.bodies.append({"path": request.path, "headers": {str(k): v for k, v in request.headers.items()},
+                                        "body": body})
                 fault = self._pick_fault(request, rec.seq)
                 gen = self._parse(body, api, chat, stream, compat)
             except _Reject as e:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 
@@ -61,9 +62,23 @@ def sonnet_lines() -> tuple[str, ...]:
     return tuple(line if line.endswith("\n") else line + "\n" for line in text.splitlines(keepends=True))
 
 
+def file_lines(path: Path) -> tuple[str, ...]:
+    """The non-empty lines of a user's ``--dataset-path`` text file, as vLLM's sonnet dataset reads it."""
+    if not path.is_file():
+        raise UserError(f"--dataset-path {str(path)!r}: no such file", "give the path of a text file of lines")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {str(path)!r}: {exc}", "give a readable UTF-8 text file") from None
+    lines = tuple(line if line.endswith("\n") else line + "\n" for line in text.splitlines(keepends=True))
+    if not any(line.strip() for line in lines):
+        raise UserError(f"{str(path)!r} has no lines of text", "give a text file with one passage a line")
+    return lines
+
+
 def build(spec: SonnetSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
     notes: list[str] = []
-    lines = sonnet_lines()
+    lines = file_lines(Path(spec.path)) if spec.path is not None else sonnet_lines()
     counts = np.asarray(count_batch(tok, lines), dtype=np.int64)
     avg = float(counts.mean())
     fmt = ChatFormat(tok)

@@ -58,6 +58,7 @@ class SonnetSpec(_Spec):
     input_len: int = 550
     output_len: int = 150
     prefix_len: int = 200
+    path: Path | None = None  # --dataset-path: a text file of lines; None: the bundled sonnets
 
     @model_validator(mode="after")
     def _check(self) -> SonnetSpec:
