@@ -40,7 +40,7 @@ def safe_text(text: object, limit: int | None = None) -> str:
 
 
 # RunSpec fields whose command-line flag is not simply --field-name.
-_FLAG_NAMES = {"headers": "--header", "save_generated_text": "--save-detailed", "stream": "--no-stream",
+_FLAG_NAMES = {"headers": "--header", "save_generated_text": "--save-detailed", "stream": "--no-stream-response",
                "progress": "--disable-tqdm"}
 
 

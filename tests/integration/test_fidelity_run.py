@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def _argv(server, tokenizer_dir, out_dir, *extra):
     return ["run", "--backend", "vllm", "--base-url", server.base_url, "--model", "test-model",
             "--tokenizer", str(tokenizer_dir), "--dataset-name", "random", "--random-input-len", "16",
-            "--random-output-len", "8", "--ignore-eos", "--disable-tqdm", "--result-dir", str(out_dir), *extra]
+            "--random-output-len", "8", "--ignore-eos", "--disable-tqdm", "--save-result", "--result-dir", str(out_dir), *extra]
 
 
 CLI = [sys.executable, "-c", "import sys; from infermeter.cli.main import main; sys.exit(main())"]

@@ -38,7 +38,7 @@ def spec(server_url, tokenizer_dir, tmp_path, **kw) -> RunSpec:
 def cli_args(base_url, tokenizer_dir, tmp_path, *extra) -> list[str]:
     return ["run", "--base-url", base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
             "--random-input-len", "16", "--random-output-len", "8", "--ignore-eos", "--disable-tqdm",
-            "--result-dir", str(tmp_path), "--result-filename", "r.json", *extra]
+            "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json", *extra]
 
 
 def closed_port() -> int:
@@ -433,7 +433,7 @@ def test_embedded_engine_failure_is_one_line_exit_4(tmp_path, monkeypatch, capsy
         path.write_text('#!/bin/sh\necho "boom: failed to load model" >&2\nexit 1\n')
         path.chmod(0o755)
     monkeypatch.setenv("INFERMETER_LLAMA_SERVER", str(path))
-    code = main(["run", "--num-prompts", "2", "--disable-tqdm", "--result-dir", str(tmp_path / "out")])
+    code = main(["run", "--num-prompts", "2", "--disable-tqdm", "--save-result", "--result-dir", str(tmp_path / "out")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("infermeter: error:")]
     assert code == 4
     assert len(err) == 1 and words in err[0]

@@ -80,7 +80,7 @@ def test_without_ignore_eos_the_result_says_work_may_differ(llama, tmp_path):
 def test_cli_default_target_is_the_embedded_engine(tmp_path, capsys):
     """No URL: infermeter builds/starts llama-server itself, runs, stops it, and says where results are."""
     code = main(["run", "--num-prompts", "6", "--random-input-len", "32", "--random-output-len", "8",
-                 "--ignore-eos", "--max-concurrency", "3", "--result-dir", str(tmp_path),
+                 "--ignore-eos", "--max-concurrency", "3", "--save-result", "--result-dir", str(tmp_path),
                  "--result-filename", "embedded.json", "--disable-tqdm", "--engine-parallel", "3"])
     out = capsys.readouterr().out
     assert code == 0

@@ -67,7 +67,9 @@ def test_rate_mode_follows_the_absolute_schedule(test_server, tokenizer_dir, tmp
                               num_prompts=100, random_output_len=4))
     recs = list(read_records(report.records_path))
     sched = sorted(r.scheduled for r in recs)
-    assert sched[-1] == pytest.approx(0.99, abs=1e-6)  # 100 req/s constant: offsets 0, .01, ... .99
+    # vLLM's schedule, 100 req/s constant: offsets .01, .02, ... 1.00 (the last at N / rate)
+    assert sched[0] == pytest.approx(0.01, abs=1e-6) and sched[-1] == pytest.approx(1.0, abs=1e-6)
+    assert report.result["infermeter"]["load"]["scheduled_offered_rate"] == pytest.approx(100.0, rel=1e-3)
     lags = sorted(r.sent - r.scheduled for r in recs)
     assert lags[len(lags) // 2] < 0.005  # median send lag under 5 ms on a busy 2-core box
 
@@ -123,7 +125,7 @@ def test_cli_writes_result_file_and_exit_code(test_server, tokenizer_dir, tmp_pa
 def test_unknown_model_is_refused_before_load(test_server, tokenizer_dir, tmp_path, capsys):
     server = test_server()
     code = main(["run", "--base-url", server.base_url, "--model", "nope", "--tokenizer", str(tokenizer_dir),
-                 "--num-prompts", "2", "--result-dir", str(tmp_path), "--disable-tqdm"])
+                 "--num-prompts", "2", "--save-result", "--result-dir", str(tmp_path), "--disable-tqdm"])
     err = capsys.readouterr().err.strip()
     assert code == 3 and "model 'nope' is not served" in err and "test-model" in err
     assert len(err.splitlines()) == 1

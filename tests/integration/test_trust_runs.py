@@ -73,7 +73,7 @@ def test_client_bound_invalidates_and_summary_says_so(test_server, tokenizer_dir
     server = test_server(ttft_ms=5, itl_ms=1)
     code = main(["run", "--base-url", server.base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
                  "--random-input-len", "16", "--random-output-len", "4", "--ignore-eos", "--num-prompts", "8",
-                 "--metric-percentiles", "50", "--result-dir", str(tmp_path), "--result-filename", "r.json",
+                 "--metric-percentiles", "50", "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json",
                  "--disable-tqdm"])
     assert code == 0
     v = json.loads((tmp_path / "r.json").read_text())["infermeter"]["validity"]

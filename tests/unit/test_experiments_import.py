@@ -150,3 +150,58 @@ def test_import_cli_reports_problems_and_exit_code(tmp_path, capsys):
     assert main(["import", "vllm", str(empty), "--into", str(tmp_path / "t")]) == 2
     assert "nothing was imported" in capsys.readouterr().err
 
+
+
+WRITEUP = Path(__file__).parents[1] / "fixtures" / "dstack_writeup"
+
+
+def _points(root):
+    from infermeter.reports.data import load_experiments, points_of, single_prompt_workloads
+
+    cells = load_experiments([root])[0].cells
+    return cells, points_of(cells), single_prompt_workloads(cells)
+
+
+def test_writeup_raw_logs_use_their_context_lines():
+    runs, problems = parse_vllm_file(WRITEUP / "vllm_raw.txt")
+    assert problems == [] and len(runs) == 23
+    assert [r.result["num_prompts"] for r in runs[:12]] == [2 ** k for k in range(12)]
+    assert {r.context["seq_length"] for r in runs[:12]} == {80}
+    assert [r.result["num_prompts"] for r in runs[12:19]] == [2 ** k for k in range(7)]
+    assert {r.context["seq_length"] for r in runs[12:19]} == {10000}
+    assert all(r.context["server_name"] == "vllm" for r in runs)
+    tgi, problems = parse_vllm_file(WRITEUP / "tgi_raw.txt")
+    assert problems == [] and len(tgi) == 27
+    assert [r.context["seq_length"] for r in tgi[19:]] == [128000, 64000, 32000, 16000, 8000, 4000, 2000, 1000]
+
+
+def test_unknown_loads_are_never_pooled_as_repeats(tmp_path):
+    report = import_vllm([WRITEUP / "vllm_raw.txt", WRITEUP / "tgi_raw.txt"], tmp_path / "s")
+    assert len(report.imported) == 50
+    cells, points, _ = _points(tmp_path / "s")
+    assert {c.load_mode for c in cells} == {None}
+    assert len(points) == 50  # each run its own point: bursts, lengths and single prompts are not averaged
+
+
+def test_writeup_raw_logs_import_into_the_writeups_charts(tmp_path, capsys):
+    code = main(["import", "vllm", str(WRITEUP / "vllm_raw.txt"), str(WRITEUP / "tgi_raw.txt"),
+                 "--into", str(tmp_path / "s"), "--load", "burst"])
+    assert code == 0
+    cells, points, singles = _points(tmp_path / "s")
+    assert {c.target for c in cells} == {"vllm", "tgi"} and {c.load_mode for c in cells} == {"burst"}
+    by = {(p.target, p.workload, p.load_value): p for p in points}
+    assert len(by) == 50 and all(len(p.cells) == 1 for p in points)
+    for target in ("vllm", "tgi"):  # throughput and TTFT against batch size, for 80- and 10k-token prompts
+        assert sorted(v for t, w, v in by if t == target and w == "in80") == [2.0 ** k for k in range(12)]
+        assert sorted(v for t, w, v in by if t == target and w == "in10000") == [2.0 ** k for k in range(7)]
+    assert by[("tgi", "in80", 2048.0)].cells[0].metrics["output_throughput"] == 852.79
+    # single prompts by length: one workload per length, each a burst of 1
+    assert singles == {f"in{n}" for n in (128000, 64000, 32000, 16000, 8000, 4000, 2000, 1000)}
+    assert {p.input_len for p in points if p.workload in singles and p.target == "vllm"} == \
+        {128000, 64000, 32000, 16000}
+
+
+def test_bad_load_is_one_line(tmp_path, capsys):
+    code = main(["import", "vllm", str(WRITEUP / "vllm_raw.txt"), "--into", str(tmp_path / "s"), "--load", "steady"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--load 'steady' is not a load" in err and len(err.splitlines()) == 1

@@ -178,11 +178,12 @@ def import_vllm_cmd(
     into: Annotated[str, typer.Option("--into", help="Experiment folder to add the runs to (created if missing)")],
     target: Annotated[Optional[str], typer.Option("--target", help="Target name for the imported cells (default: the result's label or backend)")] = None,
     workload: Annotated[Optional[str], typer.Option("--workload", help="Workload name (default: the dataset name, when known)")] = None,
+    load: Annotated[Optional[str], typer.Option("--load", help="The load of runs whose input does not say it: burst (size from each run's request count), concurrency:N or rate:R")] = None,
 ) -> None:
     """Import vllm bench serve / benchmark_serving.py results (JSON files or console summaries)."""
     from infermeter.experiments.importers import import_vllm
 
-    report = import_vllm(files, into, target=target, workload=workload)
+    report = import_vllm(files, into, target=target, workload=workload, load=load)
     for p in report.problems:
         print(safe_text(str(p), 400), file=sys.stderr)
     for source, existing in report.duplicates:

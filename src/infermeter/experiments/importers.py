@@ -18,6 +18,7 @@ The labels are those vLLM prints (vllm/benchmarks/serve.py and the older
 benchmarks/benchmark_serving.py), matched without regard to case.
 """
 
+
 from __future__ import annotations
 
 import hashlib
@@ -30,311 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from infermeter.errors import UserError
+from infermeter.experiments.import_log import _REQUIRED, ImportedRun, Problem, parse_vllm_log
 from infermeter.experiments.store import Store
 from infermeter.storage.files import write_json_atomic
 
+__all__ = ["ImportedRun", "Problem", "import_vllm", "load_of", "parse_vllm_file", "parse_vllm_json", "parse_vllm_log"]
+
 IMPORT_SCHEMA_VERSION = 1
-
-
-@dataclass
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-@dataclass
-class ImportedRun:
-    file: str
-    line: int  # where the block / object starts
-    kind: str  # vllm-json | vllm-log
-    result: dict[str, Any]  # vLLM's keys
-    context: dict[str, Any] = field(default_factory=dict)  # run arguments known from the input
-    notes: list[str] = field(default_factory=list)
-    sha: str = ""
-
-
-# ----------------------------------------------------------------------------- console blocks
-
-_HEADER = re.compile(r"^(?P<prefix>.*?)=+\s*Serving Benchmark Result\s*=+\s*$")
-_END = re.compile(r"^={10,}\s*$")
-_SECTION = re.compile(r"^-{3,}(?P<title>.*?)-{3,}\s*$")
-_LABEL = re.compile(r"^(?P<label>[^:]+:)(?:\s+(?P<value>\S+))?\s*$")
-_METRIC = re.compile(r"^(?P<stat>mean|median|std|p(?P<p>\d+(?:\.\d+)?)) (?P<name>.+) \(ms\):$", re.I)
-
-_SCALARS: dict[str, tuple[str, type]] = {
-    "successful requests:": ("completed", int),
-    "failed requests:": ("failed", int),
-    "maximum request concurrency:": ("max_concurrency", int),
-    "request rate configured (rps):": ("request_rate", float),
-    "benchmark duration (s):": ("duration", float),
-    "total input tokens:": ("total_input_tokens", int),
-    "total generated tokens:": ("total_output_tokens", int),
-    "request throughput (req/s):": ("request_throughput", float),
-    "request goodput (req/s):": ("request_goodput", float),
-    "input token throughput (tok/s):": ("input_throughput", float),
-    "output token throughput (tok/s):": ("output_throughput", float),
-    "peak output token throughput (tok/s):": ("max_output_tokens_per_s", float),
-    "peak concurrent requests:": ("max_concurrent_requests", float),
-    "total token throughput (tok/s):": ("total_token_throughput", float),
-    "rtfx (inverse real-time factor):": ("rtfx", float),
-    "input throughput (inputs/s):": ("input_sequence_throughput", float),
-    # speculative decoding
-    "acceptance rate (%):": ("spec_decode_acceptance_rate", float),
-    "acceptance length:": ("spec_decode_acceptance_length", float),
-    "drafts:": ("spec_decode_num_drafts", int),
-    "draft tokens:": ("spec_decode_draft_tokens", int),
-    "accepted tokens:": ("spec_decode_accepted_tokens", int),
-    # probe requests
-    "probe requests completed:": ("probe_completed", int),
-    "probe requests failed:": ("probe_failed", int),
-    "median probe e2el (ms):": ("probe_median_e2el_ms", float),
-    "p99 probe e2el (ms):": ("probe_p99_e2el_ms", float),
-    "max probe e2el (ms):": ("probe_max_e2el_ms", float),
-    # diffusion decoding
-    "committed throughput (tok/s):": ("diffusion_committed_throughput", float),
-    "denoising steps per canvas:": ("diffusion_steps_per_canvas", float),
-    "committed per denoising step:": ("diffusion_committed_per_step", float),
-    "committed tokens:": ("diffusion_committed_tokens", int),
-    "denoising steps:": ("diffusion_denoising_steps", int),
-    "canvas positions evaluated:": ("diffusion_canvas_positions", int),
-}
-_METRIC_NAMES = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2el": "e2el",
-                 "client queue time": "client_queue_time",
-                 "e2el incl. client queue": "e2el_including_client_queue"}
-_SECTIONS = {"time to first token", "time per output token (excl. 1st token)", "inter-token latency",
-             "end-to-end latency", "client-side queueing", "queue-inclusive end-to-end latency",
-             "speculative decoding", "probe requests", "diffusion decoding"}
-_REQUIRED = ("completed", "duration")
-
-# Lines vLLM prints before the block.
-_CTX_RATE = re.compile(r"Traffic request rate:\s*(\S+)")
-_CTX_BURST = re.compile(r"Burstiness factor:\s*(\S+)")
-_CTX_CONC = re.compile(r"Maximum request concurrency:\s*(\S+)\s*$")
-_CTX_NAMESPACE = re.compile(r"Namespace\((?P<args>.*)\)\s*$")
-_NS_ITEM = re.compile(r"(?:^|,\s*)(?P<key>[a-z_][a-z0-9_]*)=(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,()\[\]{}]*)")
-_NS_KEYS = {"backend", "model", "tokenizer", "endpoint", "label", "dataset_name", "num_prompts", "request_rate",
-            "burstiness", "max_concurrency", "seed", "ignore_eos", "num_warmups", "random_input_len",
-            "random_output_len", "random_prefix_len", "random_range_ratio", "sonnet_input_len",
-            "sonnet_output_len", "sonnet_prefix_len", "sharegpt_output_len", "input_len", "output_len",
-            "percentile_metrics", "metric_percentiles", "served_model_name", "base_url", "host", "port"}
-
-
-def _literal(text: str) -> Any:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    if text == "None":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _number(text: str, kind: type) -> Any:
-    value = float(text)  # ValueError for non-numbers
-    if kind is int:
-        if not value.is_integer():
-            raise ValueError(text)
-        return int(value)
-    return value
-
-
-def parse_vllm_log(text: str, file: str) -> tuple[list[ImportedRun], list[Problem]]:
-    runs: list[ImportedRun] = []
-    problems: list[Problem] = []
-    lines = text.splitlines()
-    ctx: dict[str, Any] = {}
-    i = 0
-    while i < len(lines):
-        raw = lines[i]
-        m = _HEADER.match(raw)
-        if not m:
-            _context_line(raw, ctx)
-            i += 1
-            continue
-        start = i + 1  # 1-based line of the header
-        run, i, block_problems = _parse_block(lines, i, m.group("prefix"), file, ctx)
-        problems.extend(block_problems)
-        if run is not None:
-            run.line = start
-            runs.append(run)
-        ctx = {}
-    return runs, problems
-
-
-def _context_line(raw: str, ctx: dict[str, Any]) -> None:
-    m = _CTX_NAMESPACE.search(raw)
-    if m:
-        args = {}
-        for item in _NS_ITEM.finditer(m.group("args")):
-            if item.group("key") in _NS_KEYS:
-                args[item.group("key")] = _literal(item.group("value"))
-        ctx["args"] = args
-        return
-    m = _CTX_RATE.search(raw)
-    if m:
-        value = _literal(m.group(1))
-        if isinstance(value, (int, float)):
-            ctx["request_rate"] = float(value)
-        elif str(value).lower() == "inf":
-            ctx["request_rate"] = math.inf
-        return
-    m = _CTX_BURST.search(raw)
-    if m:
-        value = _literal(m.group(1))
-        if isinstance(value, (int, float)):
-            ctx["burstiness"] = float(value)
-        return
-    m = _CTX_CONC.search(raw)
-    if m:
-        value = _literal(m.group(1))
-        if value is None or isinstance(value, int):
-            ctx["max_concurrency"] = value
-
-
-def _parse_block(lines: list[str], i: int, prefix: str, file: str,
-                 ctx: dict[str, Any]) -> tuple[ImportedRun | None, int, list[Problem]]:
-    problems: list[Problem] = []
-    start = i
-    values: dict[str, Any] = {}
-    seen_line: dict[str, int] = {}
-    positions: dict[int, float] = {}
-    section: str | None = None
-    unknown_section = False
-    body: list[str] = [lines[i]]
-    i += 1
-    closed = False
-    while i < len(lines):
-        raw = lines[i]
-        if _HEADER.match(raw):
-            break  # the next block starts: this one never closed
-        line = raw[len(prefix):] if prefix and raw.startswith(prefix) else raw
-        body.append(line)
-        stripped = line.strip()
-        n = i + 1
-        i += 1
-        if _END.match(stripped):
-            closed = True
-            break
-        if not stripped:
-            continue
-        sm = _SECTION.match(stripped)
-        if sm:
-            section = sm.group("title").strip()
-            unknown_section = section.lower() not in _SECTIONS
-            if unknown_section:
-                problems.append(Problem(file, n, f"section {section!r} is not one vLLM prints; its lines "
-                                                 "are not imported"))
-            continue
-        if unknown_section:
-            problems.append(Problem(file, n, f"{stripped!r} not understood (in section {section!r})"))
-            continue
-        lm = _LABEL.match(stripped)
-        if not lm:
-            problems.append(Problem(file, n, f"{stripped!r} not understood (no 'Label: value')"))
-            continue
-        label, value = lm.group("label"), lm.group("value")
-        key_label = " ".join(label.lower().split())
-        if key_label == "per-position acceptance (%):" and value is None:
-            continue
-        pm = re.match(r"^position (\d+):$", key_label)
-        if pm and value is not None and section and section.lower() == "speculative decoding":
-            try:
-                positions[int(pm.group(1))] = _number(value, float) / 100.0
-            except ValueError:
-                problems.append(Problem(file, n, f"value {value!r} of {label!r} is not a number"))
-            continue
-        target: tuple[str, type] | None = _SCALARS.get(key_label)
-        if target is None:
-            mm = _METRIC.match(" ".join(label.split()))
-            if mm and mm.group("name").lower() in _METRIC_NAMES:
-                metric = _METRIC_NAMES[mm.group("name").lower()]
-                stat = mm.group("stat").lower()
-                if mm.group("p"):
-                    p = float(mm.group("p"))
-                    stat = f"p{int(p) if p.is_integer() else mm.group('p')}"
-                target = (f"{stat}_{metric}_ms", float)
-        if target is None:
-            problems.append(Problem(file, n, f"label {label!r} is not one vLLM prints; line not imported"))
-            continue
-        if value is None:
-            problems.append(Problem(file, n, f"{label!r} has no value"))
-            continue
-        key, kind = target
-        if key in seen_line:
-            problems.append(Problem(file, n, f"{label!r} appears again (first on line {seen_line[key]}); "
-                                             "this one is ignored"))
-            continue
-        try:
-            values[key] = _number(value, kind)
-        except ValueError:
-            problems.append(Problem(file, n, f"value {value!r} of {label!r} is not "
-                                             f"{'a whole number' if kind is int else 'a number'}"))
-            continue
-        seen_line[key] = n
-    header_line = start + 1
-    if not closed:
-        where = f"the next block starts on line {i + 1}" if i < len(lines) else "the input ends"
-        problems.append(Problem(file, header_line, f"result block has no closing '=====' line ({where}); "
-                                                   "not imported"))
-        return None, i, problems
-    missing = [k for k in _REQUIRED if k not in values]
-    if missing:
-        names = {"completed": "Successful requests:", "duration": "Benchmark duration (s):"}
-        problems.append(Problem(file, header_line, "result block lacks " + " and ".join(repr(names[k]) for k in missing)
-                                + "; not imported"))
-        return None, i, problems
-    if positions:
-        values["spec_decode_per_position_acceptance_rates"] = [positions[k] for k in sorted(positions)]
-    run = _run_from_log(file, header_line, values, ctx)
-    run.sha = hashlib.sha256("\n".join(body).encode()).hexdigest()
-    return run, i, problems
-
-
-def _run_from_log(file: str, line: int, values: dict[str, Any], ctx: dict[str, Any]) -> ImportedRun:
-    args = dict(ctx.get("args") or {})
-    result: dict[str, Any] = {
-        "date": None,
-        "backend": args.get("backend"),
-        "label": args.get("label"),
-        "model_id": args.get("model"),
-        "tokenizer_id": args.get("tokenizer") or args.get("model"),
-        "num_prompts": args.get("num_prompts"),
-    }
-    notes: list[str] = []
-    rate = values.pop("request_rate", None)
-    if rate is None:
-        rate = ctx.get("request_rate", args.get("request_rate"))
-    if isinstance(rate, str) and rate.lower() == "inf":
-        rate = math.inf
-    result["request_rate"] = None if rate is None else ("inf" if math.isinf(float(rate)) else float(rate))
-    result["burstiness"] = ctx.get("burstiness", args.get("burstiness"))
-    if "max_concurrency" in values:
-        result["max_concurrency"] = values.pop("max_concurrency")
-    elif "max_concurrency" in ctx:
-        result["max_concurrency"] = ctx["max_concurrency"]
-    elif "max_concurrency" in (ctx.get("args") or {}):
-        result["max_concurrency"] = args["max_concurrency"]
-    else:
-        result["max_concurrency"] = None
-        notes.append("concurrency cap not stated (no 'Maximum request concurrency:' line)")
-    if result["num_prompts"] is None and "failed" in values:
-        result["num_prompts"] = values["completed"] + values["failed"]
-    if result["request_rate"] is None:
-        notes.append("request rate not stated (no 'Traffic request rate:' or 'Request rate configured' line)")
-    result.update(values)
-    return ImportedRun(file=file, line=line, kind="vllm-log", result=result, context=args, notes=notes)
 
 
 # ----------------------------------------------------------------------------- JSON results
@@ -482,6 +185,11 @@ def _lengths(run: ImportedRun) -> tuple[str | None, int | None, int | None]:
         out_len = args.get("random_output_len") or args.get("output_len")
     elif dataset == "sonnet":
         in_len, out_len = args.get("sonnet_input_len"), args.get("sonnet_output_len")
+    if isinstance(args.get("seq_length"), int):  # the log's own context line
+        in_len = args["seq_length"]
+    elif in_len is None and run.result.get("completed") == 1 and not run.result.get("failed") \
+            and isinstance(run.result.get("total_input_tokens"), int):
+        in_len = run.result["total_input_tokens"]  # one request: its prompt's length
     for key, lens in (("in", run.result.get("input_lens")), ("out", run.result.get("output_lens"))):
         if isinstance(lens, list) and lens and all(isinstance(x, int) for x in lens) and len(set(lens)) == 1:
             if key == "in" and in_len is None:
@@ -500,8 +208,36 @@ def _epoch(date: Any) -> float | None:
         return None
 
 
+LOADS = ("burst", "concurrency:N", "rate:R")
+
+
+def parse_load(text: str | None) -> tuple[str, float | None] | None:
+    """``--load``: what a log does not say about its load.  ``burst`` (the burst size is each
+    block's request count), ``concurrency:N`` or ``rate:R``."""
+    if text is None:
+        return None
+    mode, _, value = text.partition(":")
+    mode = mode.strip().lower()
+    if mode == "burst" and not value:
+        return "burst", None
+    if mode in ("concurrency", "rate") and value:
+        try:
+            v = float(value)
+        except ValueError:
+            v = math.nan
+        if v > 0 and math.isfinite(v):
+            return mode, v
+    raise UserError(f"--load {text!r} is not a load", "use burst, concurrency:N or rate:R (requests/s)")
+
+
 def import_vllm(files: list[str | Path], into: str | Path, *, target: str | None = None,
-                workload: str | None = None) -> ImportReport:
+                workload: str | None = None, load: str | None = None) -> ImportReport:
+    """Import result JSON files and console logs into the store at ``into``.
+
+    ``load`` states the load of runs whose input does not say it (see :func:`parse_load`).
+    A run whose load stays unknown is a cell of its own workload (named after its source
+    line), so that no report pools it with other runs as if they were repeats."""
+    stated = parse_load(load)
     store = Store(into)
     report = ImportReport(store=store)
     parsed: list[ImportedRun] = []
@@ -538,7 +274,7 @@ def import_vllm(files: list[str | Path], into: str | Path, *, target: str | None
                 n += 1
                 cid = f"{base}-{n}"
             next_seq += 1
-            _write_cell(store, cid, next_seq, run, target, workload)
+            _write_cell(store, cid, next_seq, run, target, workload, stated)
             known[run.sha] = cid
             report.imported.append(cid)
         store.rebuild_index()
@@ -546,23 +282,39 @@ def import_vllm(files: list[str | Path], into: str | Path, *, target: str | None
 
 
 def _write_cell(store: Store, cid: str, seq: int, run: ImportedRun, target: str | None,
-                workload: str | None) -> None:
+                workload: str | None, stated: tuple[str, float | None] | None = None) -> None:
     result = dict(run.result)
     mode, value = load_of(result)
+    notes = list(run.notes)
+    if (mode is None or value is None) and stated is not None:
+        mode, value = stated
+        if mode == "burst":
+            n = result.get("num_prompts")
+            if not _is_number(n) and _is_number(result.get("completed")):
+                n = result["completed"] + (result.get("failed") or 0)
+            value = float(n) if _is_number(n) else None
+            if not _is_number(result.get("num_prompts")) and value is not None:
+                result["num_prompts"] = int(value)
+            result["request_rate"] = "inf"
+        notes.append(f"load stated at import (--load): {mode}" + (f" {value:g}" if value is not None else ""))
     dataset, in_len, out_len = _lengths(run)
     backend = result.get("backend") or result.get("endpoint_type")
-    tname = _safe(target or result.get("label") or backend or "imported")
-    wname = _safe(workload or dataset or "imported")
+    tname = _safe(target or result.get("label") or backend or run.context.get("server_name") or "imported")
+    base = workload or (f"in{in_len}" if "seq_length" in run.context or (dataset is None and in_len) else None)
+    wname = _safe(base or dataset or "imported")
+    if mode is None or value is None:  # unknown load: never pooled with other runs as repeats
+        wname = _safe(f"{wname}-{Path(run.file).stem}-line{run.line}")
+        notes.append("load unknown (the input does not say it; pass --load): this run is kept apart")
     finished = _epoch(result.get("date"))
     duration = result.get("duration") if _is_number(result.get("duration")) else None
     started = finished - duration if finished is not None and duration is not None else None
     result["infermeter"] = {
         "schema_version": 1,
         "imported": {"format": run.kind, "file": str(Path(run.file).resolve()), "line": run.line,
-                     "sha256": run.sha, "notes": run.notes, "arguments": run.context,
+                     "sha256": run.sha, "notes": notes, "arguments": run.context,
                      "import_schema_version": IMPORT_SCHEMA_VERSION},
         "load": {"mode": mode, "value": value},
-        "warnings": list(run.notes),
+        "warnings": notes,
     }
     definition = {
         "cell_id": cid, "seq": seq, "target": tname, "workload": wname, "dataset": dataset, "input_len": in_len,

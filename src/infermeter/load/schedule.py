@@ -93,7 +93,7 @@ class LoadPlan:
             "num_requests": self.num_requests,
             "request_rate": "inf" if math.isinf(self.request_rate) else self.request_rate,
             "max_concurrency": self.max_concurrency,
-            "burstiness": self.burstiness,
+            "burstiness": "inf" if math.isinf(self.burstiness) else self.burstiness,
             "arrival": self.arrival,
             "warmup_requests": self.warmup_requests,
             "schedule": self.schedule if self.mode is LoadMode.RATE else None,

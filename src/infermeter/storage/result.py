@@ -63,7 +63,8 @@ def build_result(
     }
     result.update(metadata)
     result["request_rate"] = "inf" if math.isinf(plan.request_rate) else plan.request_rate
-    result["burstiness"] = plan.burstiness
+    # vLLM's json.dump writes inf as Infinity (not JSON); like request_rate it is written "inf" here
+    result["burstiness"] = "inf" if math.isinf(plan.burstiness) else plan.burstiness
     result["max_concurrency"] = plan.max_concurrency
     if plan.ramp_up:
         result["ramp_up_strategy"], result["ramp_up_start_rps"], result["ramp_up_end_rps"] = plan.ramp_up
