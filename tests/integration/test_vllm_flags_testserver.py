@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infermeter.cli.main import main
+from infermeter.cli.options import parse_run_args
 from infermeter.cli.vllm_table import VLLM_OPTIONS
 from infermeter.testserver.helper import run_test_server
 
@@ -222,3 +223,53 @@ def test_every_same_option_has_a_case():
 def test_same_options_send_what_vllm_sends(name, server, tokenizer_dir, tmp_path):
     fn = next(f for f in CASES.values() if f.__name__ == name)
     fn(server, tokenizer_dir, tmp_path)
+
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_cli" / "corpus.txt"
+
+
+def _runnable_corpus() -> list[tuple[str, list[str]]]:
+    import shlex
+
+    out = []
+    for block in CORPUS.read_text().split("\n\n"):
+        body = [ln for ln in block.splitlines() if not ln.startswith("#")]
+        if not body or "# expect: rejected" in block:
+            continue
+        argv = shlex.split(" ".join(ln.rstrip("\\").strip() for ln in body))
+        argv = argv[3:] if argv[:3] == ["vllm", "bench", "serve"] else argv[2:]
+        out.append((" ".join(argv), argv))
+    return out
+
+
+@pytest.mark.parametrize("line, argv", _runnable_corpus(), ids=[a[0][:60] for a in _runnable_corpus()])
+def test_corpus_runs_unchanged_against_the_test_server(line, argv, test_server, tokenizer_dir, tmp_path,
+                                                        monkeypatch):
+    """Each command line runs as written; only the target (--base-url, last, so it wins over
+    --host/--port as in vLLM) and a local --tokenizer are added, and its data files exist."""
+    from infermeter.workloads.sonnet import sonnet_lines
+
+    model = argv[argv.index("--model") + 1]
+    server = test_server(ttft_ms=2, itl_ms=1, model=model, keep_bodies=1000)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sonnet.txt").write_text("".join(sonnet_lines()))
+    (tmp_path / "data.jsonl").write_text('{"prompt": "What is the capital of India?"}\n' * 3)
+    conv = [{"from": "human", "value": "tell me about the sea"}, {"from": "gpt", "value": "it is wide " * 8}]
+    (tmp_path / "ShareGPT_V3_unfiltered_cleaned_split.json").write_text(json.dumps([{"conversations": conv}] * 4))
+    code = main(["run", *argv, "--disable-tqdm", "--no-telemetry", "--base-url", server.base_url,
+                 "--tokenizer", str(tokenizer_dir)])
+    assert code == 0
+    bodies = _bodies(server)
+    assert len(bodies) == parse_run_args(argv)[0]["num_prompts"]
+    if "tgi" in argv:
+        assert {b["path"] for b in bodies} == {"/generate_stream"}
+        assert bodies[0]["body"]["parameters"]["max_new_tokens"] == 150  # vLLM's --sonnet-output-len default
+        assert "Pick as many lines" in bodies[0]["body"]["inputs"]
+    else:
+        assert all(b["body"]["model"] == model and b["path"] == "/v1/completions" for b in bodies)
+    if "--temperature=0.3" in argv:
+        assert all(b["body"]["temperature"] == 0.3 and b["body"]["top_p"] == 0.75 for b in bodies)
+        assert all(b["body"]["max_tokens"] == 256 for b in bodies)  # --dataset-name custom: vLLM's 256
+        assert list((tmp_path / "log").glob("*.json"))  # --save-result --result-dir "./log/"
+    else:
+        assert all("temperature" not in (b["body"].get("parameters") or b["body"]) for b in bodies)
