@@ -34,7 +34,8 @@ def _cli(args, timeout=180):
 
 def test_two_shards_merged_equal_the_unsharded_run(test_server, tokenizer_dir, tmp_path):
     server = test_server(ttft_ms=20, itl_ms=2)
-    load = ["--num-prompts", "40", "--request-rate", "40", "--arrival", "constant", "--seed", "3"]
+    load = ["--num-prompts", "40", "--request-rate", "40", "--arrival", "constant", "--seed", "3",
+            "--percentile-metrics", "ttft,tpot,itl,e2el"]
     start = time.time() + 8.0  # both processes prepare (tokenizer, prompts) before this
     shards = [subprocess.Popen([*CLI, *_argv(server, tokenizer_dir, tmp_path / "shards", *load, "--shard", f"{i}/2",
                                        "--start-at", f"{start:.3f}", "--result-filename", f"s{i}.json")],

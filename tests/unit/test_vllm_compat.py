@@ -208,3 +208,14 @@ def test_corpus_of_real_command_lines(cmd, expect):
         key, _, value = pair.strip().partition("=")
         assert str(got[key]) == value, (key, got[key])
     runspec_from_flags({**got, "dataset_path": None} if got["dataset_name"] == "sonnet" else got)
+
+
+def test_the_rendered_dstack_load_task_saves_its_results():
+    """The multi-node load task's command line still writes each shard's result where merge looks."""
+    from infermeter.servers.loadtask import load_task_config
+
+    conf = load_task_config(["--base-url", "http://h:8000", "--num-prompts", "10"], 2, start_at=2e9)
+    line = conf["commands"][-1].replace("${DSTACK_NODE_RANK}", "0").replace("${DSTACK_NODES_NUM}", "2")
+    argv = shlex.split(line)[2:]
+    got, settings = parse_run_args(argv)
+    assert settings["save_result"] and got["result_dir"] == "/results" and got["result_filename"] == "shard-0.json"

@@ -21,7 +21,7 @@ from infermeter.servers.dstack import RUN_NAME
 
 DEFAULT_IMAGE = "python:3.11-slim-bookworm"
 ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-_OWNED_FLAGS = ("--shard", "--start-at", "--result-dir", "--result-filename", "--workers")
+_OWNED_FLAGS = ("--shard", "--start-at", "--save-result", "--result-dir", "--result-filename", "--workers")
 
 
 def load_task_config(run_args: Sequence[str], nodes: int, *, start_at: float | None = None,
@@ -50,7 +50,8 @@ def load_task_config(run_args: Sequence[str], nodes: int, *, start_at: float | N
         f"pip install --no-cache-dir {shlex.quote(install)}",
         f"mkdir -p {shlex.quote(result_dir)}",
         (f"infermeter run {run} --shard ${{DSTACK_NODE_RANK}}/${{DSTACK_NODES_NUM}} --start-at {epoch:.3f} "
-         f"--result-dir {shlex.quote(result_dir)} --result-filename shard-${{DSTACK_NODE_RANK}}.json --disable-tqdm"),
+         f"--save-result --result-dir {shlex.quote(result_dir)} --result-filename shard-${{DSTACK_NODE_RANK}}.json "
+         "--disable-tqdm"),
     ]
     conf: dict[str, Any] = {"type": "task", "name": name, "nodes": nodes, "image": image}
     if env_names:
