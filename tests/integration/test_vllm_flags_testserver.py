@@ -194,6 +194,10 @@ def _metrics(server, tok, tmp):
                "--goodput", "ttft:1000", "e2el:1000", "--metadata", "version=0.3.3", "tp=1", n=4)
     assert {"p50_e2el_ms", "p90_ttft_ms", "std_e2el_ms"} <= set(r) and "mean_itl_ms" not in r
     assert r["request_goodput"] > 0 and r["version"] == "0.3.3" and r["tp"] == "1"
+    assert "generated_texts" not in r and len(r["latencies"]) == len(r["start_times"]) == 4
+    assert r["max_concurrent_requests"] >= 1 and r["max_output_tokens_per_s"] >= 6
+    _, r = run(server, tok, tmp / "c", "--save-detailed", n=3)  # vLLM's generated_texts
+    assert len(r["generated_texts"]) == 3 and all(isinstance(t, str) and t for t in r["generated_texts"])
 
 
 @case("--append-result")

@@ -86,7 +86,8 @@ def build_result(
     for r in recs:
         lists["input_lens"].append(r.input_len)
         lists["start_times"].append(r.sent)
-        lists["generated_texts"].append(r.generated_text or "")
+        # an ok request's text is None only where it was not held in memory (see below)
+        lists["generated_texts"].append(r.generated_text if r.ok else (r.generated_text or ""))
         if r.ok:
             lists["output_lens"].append(r.output_tokens)
             lists["ttfts"].append(r.ttft or 0.0)
@@ -105,6 +106,9 @@ def build_result(
             lists["errors"].append(f"{r.error}: {r.error_detail or ''}".strip())
     if not save_detailed:
         del lists["generated_texts"]
+    elif any(t is None for t in lists["generated_texts"]):
+        warnings = [*warnings, "generated_texts: only the first requests' texts are held in memory; the others "
+                               "are null here, and the records file holds every text"]
     result.update(lists)
     peak_tokens, peak_concurrency = _peaks(recs)
     result["max_output_tokens_per_s"] = peak_tokens
