@@ -35,7 +35,9 @@ _RECOMPUTED = re.compile(r"^(UNEQUAL WORK|\d+ of \d+ requests failed|CLIENT-BOUN
 _VLLM_OWN_KEYS = {"date", "backend", "model_id", "tokenizer_id", "num_prompts", "request_rate", "burstiness",
                   "max_concurrency", "completed", "failed", "duration", "total_input_tokens",
                   "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
-                  "total_token_throughput", "input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter"}
+                  "total_token_throughput", "input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter",
+                  "endpoint_type", "label", "latencies", "start_times", "generated_texts", "max_output_tokens_per_s",
+                  "max_concurrent_requests", "ramp_up_strategy", "ramp_up_start_rps", "ramp_up_end_rps"}
 
 
 def find_results(paths: Sequence[str | Path]) -> list[Path]:
@@ -76,7 +78,12 @@ def _plan_from_dict(d: dict) -> LoadPlan:
     return LoadPlan(mode=LoadMode(d["mode"]), num_requests=int(d["num_requests"]),
                     request_rate=math.inf if rate == "inf" else float(rate),
                     max_concurrency=d.get("max_concurrency"), burstiness=float(d.get("burstiness", 1.0)),
-                    arrival=d.get("arrival", "none"), warmup_requests=int(d.get("warmup_requests", 0)))
+                    arrival=d.get("arrival", "none"), warmup_requests=int(d.get("warmup_requests", 0)),
+                    schedule=d.get("schedule") or "vllm", ramp_up=_ramp_from_dict(d.get("ramp_up")))
+
+
+def _ramp_from_dict(r: dict | None) -> tuple[str, float, float] | None:
+    return (r["strategy"], float(r["start_rps"]), float(r["end_rps"])) if r else None
 
 
 def load_shard(path: Path) -> tuple[dict, list[RequestRecord]]:
@@ -147,6 +154,7 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
         tokenizer_id=first["tokenizer_id"], target=target, workload=im0["workload"], percentiles=percentiles,
         percentile_metrics=im0["percentile_metrics"], warnings=warnings, records_file=None, metadata=metadata,
         command=list(im0.get("provenance", {}).get("command", [])),
+        label=first.get("label"), save_detailed="generated_texts" in first,
     )
     out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
     out["infermeter"]["merged_from"] = sources
@@ -225,7 +233,7 @@ def _merged_plan(results: list[dict]) -> LoadPlan:
     rate = sum(q.request_rate for q in plans) if p.mode is LoadMode.RATE else p.request_rate
     return LoadPlan(p.mode, sum(q.num_requests for q in plans), rate,
                     sum(c for c in conc if c) if all(conc) else None, p.burstiness, p.arrival,
-                    sum(q.warmup_requests for q in plans))
+                    sum(q.warmup_requests for q in plans), p.schedule, p.ramp_up)
 
 
 def _merge_crosscheck(parts: list[dict]) -> dict:
