@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from infermeter.core.outcome import ClientStats
-from infermeter.load.monitor import LoopMonitor, judge_client, mean_difference
+from infermeter.load.monitor import CLIENT_ERROR_TOLERANCE_PCT, LoopMonitor, judge_client, mean_difference
 
 uvloop = pytest.importorskip("uvloop")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux-only")
@@ -31,22 +31,27 @@ def _stats(mean=0.0, p99=0.0, spread=None, cpu=0.1) -> ClientStats:
                        loop_lag_spread_ms=spread)
 
 
-def test_verdict_thresholds_are_one_percent_of_each_latency():
-    s = _stats(mean=0.4, spread=0.04)
-    judge_client(s, mean_ttft_ms=50.0, mean_itl_ms=5.0)  # 0.8% of TTFT, 0.8% of ITL
+def test_verdict_grades_the_possible_error_against_the_tolerance():
+    s = _stats(mean=0.6, spread=0.06)
+    judge_client(s, mean_ttft_ms=50.0, mean_itl_ms=5.0)  # 1.2% of TTFT, 1.2% of ITL: stated, under 5%
     assert not s.client_bound and s.reasons == []
-    s = _stats(mean=0.6, spread=0.04)
-    judge_client(s, 50.0, 5.0)  # 1.2% of TTFT
-    assert s.client_bound and len(s.reasons) == 1 and "TTFT" in s.reasons[0] and "0.600 ms" in s.reasons[0]
-    s = _stats(mean=0.1, spread=0.06)
-    judge_client(s, 50.0, 5.0)  # gaps move 1.2% of ITL
+    assert s.client_error_bound_pct == {"ttft": pytest.approx(1.2), "itl": pytest.approx(1.2)}
+    assert s.client_error_tolerance_pct == CLIENT_ERROR_TOLERANCE_PCT == 5.0
+    s = _stats(mean=3.0, spread=0.04)
+    judge_client(s, 50.0, 5.0)  # 6% of TTFT
+    assert s.client_bound and len(s.reasons) == 1 and "TTFT" in s.reasons[0] and "3.000 ms" in s.reasons[0]
+    s = _stats(mean=0.1, spread=0.3)
+    judge_client(s, 50.0, 5.0)  # gaps move 6% of ITL
     assert s.client_bound and "inter-token" in s.reasons[0] and "lag mean 0.100 ms" in s.reasons[0]
+    s = _stats(mean=0.6, spread=0.06)
+    judge_client(s, 50.0, 5.0, threshold=0.01)  # a stricter tolerance, as a user may set
+    assert s.client_bound and len(s.reasons) == 2
     s = _stats(cpu=0.95)
-    judge_client(s, 50.0, 5.0)
-    assert s.client_bound and "95% of a core" in s.reasons[0]
+    judge_client(s, 50.0, 5.0)  # a busy core is said, but is no error by itself
+    assert s.cpu_busy and not s.client_bound
     s = _stats(mean=5.0, spread=5.0)
     judge_client(s, None, None)  # nothing measured: nothing to move
-    assert not s.client_bound
+    assert not s.client_bound and s.client_error_bound_pct == {"ttft": None, "itl": None}
 
 
 def test_mean_difference_is_gini_mean_difference():

@@ -32,7 +32,8 @@ def test_metrics_match_hand_computed_values():
     assert m["std_ttft_ms"] == pytest.approx(150.0)
     assert m["mean_itl_ms"] == pytest.approx(200.0)  # (.1 + .2 + .3) / 3
     assert m["p50_itl_ms"] == pytest.approx(200.0)
-    assert m["p99_itl_ms"] == pytest.approx(np.percentile([100, 200, 300], 99))
+    assert m["p99_itl_ms"] is None  # 3 samples cannot support p99: no number (it would be the maximum)
+    assert m["unsupported_percentiles"]["itl"] == ["99"]
     assert m["mean_tpot_ms"] == pytest.approx(175.0)
     assert m["mean_e2el_ms"] == pytest.approx(700.0)
     assert m["sample_counts"] == {"ttft": 2, "tpot": 2, "itl": 3, "e2el": 2}
@@ -68,17 +69,57 @@ def test_unequal_work_is_detected_with_server_counts():
     assert compute([a], duration=1.0)["work"]["exact"] is True
 
 
-def test_percentiles_that_the_sample_cannot_support_are_labelled():
+def test_percentiles_that_the_sample_cannot_support_are_labelled_and_null():
     recs = [rec(i, 0.0, [0.1, 0.2], 0.2) for i in range(2)]
     m = compute(recs, duration=1.0, percentiles=[50, 99])
     assert "99" in m["unsupported_percentiles"]["ttft"]
     assert "50" not in m["unsupported_percentiles"]["ttft"]
+    assert m["p99_ttft_ms"] is None and m["p50_ttft_ms"] == pytest.approx(100.0)
     assert min_samples_for(99) == 100 and min_samples_for(50) == 2 and min_samples_for(99.9) == 1000
 
 
-def test_empty_run_reports_zeros_not_nan():
+def test_empty_run_has_no_statistics_not_zeros():
     m = compute([], duration=0.0)
-    assert m["completed"] == 0 and m["mean_ttft_ms"] == 0.0 and not math.isnan(m["request_throughput"])
+    assert m["completed"] == 0 and m["mean_ttft_ms"] is None and m["p99_ttft_ms"] is None
+    assert m["request_throughput"] is None  # no window, no rate (and never NaN)
+    assert m["output_len_stats"] == {"min": None, "mean": None, "max": None}
+
+
+def test_a_run_where_every_request_failed_has_no_latency():
+    # HTTP 500 on every request: nothing to time.  Before, TTFT read 0.0 ms (the fastest server).
+    bad = [rec(i, 0.1 * i, [], 0.1 * i + 0.01, ok=False, error="http_5xx") for i in range(30)]
+    m = compute(bad, duration=2.91, percentiles=[50, 99])
+    for name in ("ttft", "tpot", "itl", "e2el"):
+        assert m[f"mean_{name}_ms"] is None and m[f"median_{name}_ms"] is None and m[f"p50_{name}_ms"] is None
+        assert m[f"std_{name}_ms"] is None and m["sample_counts"][name] == 0
+    assert m["request_throughput"] == 0.0  # a measured zero: nothing completed in a 2.9 s window
+    from infermeter.metrics.validity import assess, has_success
+
+    result = {"completed": 0, "failed": 30, "infermeter": {"errors_by_class": m["errors_by_class"]}}
+    assert not has_success(result)
+    v = assess(result)
+    assert v["label"] == "INVALID" and v["reasons"][0]["code"] == "no-success"
+
+
+def test_without_streaming_tpot_and_itl_are_absent_and_goodput_does_not_judge_tpot():
+    # a whole answer of 30 tokens in one event (--no-stream): its tokens after the first were never timed
+    whole = [rec(i, 0.0, [0.5], 0.5, out=30) for i in range(30)]
+    slo = GoodputSLO.parse(["tpot:10"])
+    m = compute(whole, duration=0.5, percentiles=[50], goodput=slo)
+    assert m["sample_counts"]["tpot"] == 0 and m["mean_tpot_ms"] is None and m["median_tpot_ms"] is None
+    assert m["sample_counts"]["itl"] == 0 and m["mean_itl_ms"] is None
+    assert m["untimed_requests"] == 30
+    assert m["goodput_unjudged"] == {"tpot": 30} and m["goodput"]["unjudged"] == {"tpot": 30}
+    from infermeter.metrics.findings import metric_warnings
+    from infermeter.core.outcome import ClientStats
+
+    client = ClientStats(0.0, 0.0, 0.0, 0, 0.0, 1.0, 0.0, 0.0)
+    codes = {n.code for n in metric_warnings(m, client, rate_mode=False)}
+    assert {"not-streamed", "goodput-unjudged"} <= codes
+    # streamed requests are still judged: a slow one misses the TPOT SLO
+    slow = rec(99, 0.0, [0.1, 0.3, 0.5], 0.5)  # tpot 200 ms
+    m = compute(whole + [slow], duration=0.5, percentiles=[50], goodput=slo)
+    assert m["sample_counts"]["tpot"] == 1 and m["goodput_fraction"] == pytest.approx(30 / 31)
 
 
 @pytest.mark.parametrize("text", ["", "abc", "0,50", "50,100", "99,x"])

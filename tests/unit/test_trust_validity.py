@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from infermeter.errors import UserError
-from infermeter.metrics.validity import ValidityOptions, assess
+from infermeter.metrics.validity import ValidityOptions, assess, bears_on
 from infermeter.runner.capacity import PRESETS, parse_slos, search_capacity, steady_state
 from infermeter.core.records import RequestRecord
 from infermeter.runner.spec import RunSpec
@@ -43,17 +43,55 @@ def test_clean_result_is_valid():
     assert v["label"] == "VALID" and v["reasons"] == []
 
 
-@pytest.mark.parametrize("changes,needle", [
-    ({"infermeter__work__exact": False, "infermeter__work__shorter_than_asked": 200}, "unequal work"),
-    ({"infermeter__unsupported_percentiles__ttft": ["99"]}, "too few samples: ttft p99"),
-    ({"infermeter__client__client_bound": True, "infermeter__client__reasons": ["loop lag"]}, "client-bound: loop lag"),
-    ({"failed": 3, "infermeter__errors_by_class": {"http_5xx": 3}}, "error rate 1.5% above 1%"),
-    ({"completed": 0}, "no request completed"),
-    ({"infermeter__stopped_early": "interrupted (Ctrl-C)"}, "stopped early"),
+@pytest.mark.parametrize("changes,code,needle", [
+    ({"infermeter__work__exact": False, "infermeter__work__shorter_than_asked": 200}, "unequal-work", "unequal work"),
+    ({"infermeter__client__client_bound": True, "infermeter__client__reasons": ["loop lag"]}, "client-bound",
+     "client-bound: loop lag"),
+    ({"failed": 3, "infermeter__errors_by_class": {"http_5xx": 3}}, "error-rate", "error rate 1.5% above 1%"),
+    ({"completed": 0}, "no-success", "no request succeeded"),
+    ({"infermeter__stopped_early": "interrupted (Ctrl-C)"}, "stopped-early", "stopped early"),
+    ({"infermeter__work__token_count_crosscheck": {"checked": 200, "mismatched": 3, "examples": [
+        {"index": 4, "server": 8, "received": 2}]}}, "server-count-mismatch", "server 8, received 2"),
 ])
-def test_each_rule_invalidates(changes, needle):
+def test_each_rule_invalidates_with_a_code(changes, code, needle):
     v = assess(variant(**changes))
-    assert v["label"] == "INVALID" and any(needle in r for r in v["reasons"]), v["reasons"]
+    assert v["label"] == "INVALID", v
+    assert any(r["code"] == code and needle in r["message"] for r in v["reasons"]), v["reasons"]
+    assert all(set(r) == {"code", "message", "figures"} for r in v["reasons"])
+
+
+def test_too_few_samples_is_a_note_not_a_defect():
+    # Before, a run under 100 requests was INVALID only because p99 could not be estimated.
+    v = assess(variant(infermeter__unsupported_percentiles__ttft=["99"], infermeter__sample_counts__ttft=40))
+    assert v["label"] == "VALID" and v["reasons"] == []
+    note = next(n for n in v["notes"] if n["code"] == "too-few-samples")
+    assert note["message"].startswith("ttft: p99 n/a (n = 40)") and note["figures"]["needed"] == {"99": 100}
+
+
+def test_client_error_is_graded_against_a_tolerance_users_can_set():
+    # 0.6 ms lag on a 50 ms TTFT: a 1.2 % possible error.  Before, over 1 % made the run INVALID.
+    graded = variant(infermeter__client={"loop_lag_mean_ms": 0.6, "loop_lag_spread_ms": 0.06,
+                                         "cpu_utilization": 0.3, "client_bound": True, "reasons": ["1.2%"]},
+                     mean_ttft_ms=50.0, mean_itl_ms=5.0)
+    v = assess(graded)
+    assert v["label"] == "VALID" and v["client_error_bound_pct"] == {"ttft": pytest.approx(1.2),
+                                                                      "itl": pytest.approx(1.2)}
+    strict = assess(graded, options=ValidityOptions(client_error_tolerance_pct=1.0))
+    assert strict["label"] == "INVALID"
+    reason = strict["reasons"][0]
+    assert reason["code"] == "client-bound" and reason["figures"]["over"] == ["ttft", "itl"]
+    # figures stored by the monitor win over recomputing them
+    stored = variant(infermeter__client={"client_error_bound_pct": {"ttft": 0.5, "itl": 12.0}, "cpu_utilization": 0.95})
+    v = assess(stored)
+    assert v["label"] == "INVALID" and v["reasons"][0]["figures"]["over"] == ["itl"]
+    assert any(n["code"] == "client-cpu-busy" for n in v["notes"])
+    assert bears_on(v["reasons"][0]) == {"itl", "tpot"}
+
+
+def test_bears_on_by_code():
+    assert bears_on({"code": "unequal-work", "message": "", "figures": {}}) == {"ttft", "tpot", "itl", "e2el"}
+    assert bears_on({"code": "client-bound", "message": "", "figures": {"over": ["ttft"]}}) == {"ttft", "e2el"}
+    assert bears_on("an older result's reason in plain text") == {"ttft", "tpot", "itl", "e2el"}
 
 
 def test_thresholds_are_configurable():
@@ -61,7 +99,7 @@ def test_thresholds_are_configurable():
     assert assess(two_failed)["label"] == "VALID"
     assert assess(two_failed, options=ValidityOptions(max_error_rate=0.005))["label"] == "INVALID"
     short = assess(CLEAN, options=ValidityOptions(min_duration_s=30))
-    assert short["label"] == "INVALID" and "shorter than its minimum of 30 s" in short["reasons"][0]
+    assert short["label"] == "INVALID" and "shorter than its minimum of 30 s" in short["reasons"][0]["message"]
 
 
 def rec(i: int, sent: float, ttft: float, e2el: float = 0.2, ok: bool = True) -> RequestRecord:
@@ -75,9 +113,9 @@ def test_no_warmup_invalidates_only_when_the_first_requests_are_outliers():
     cold = [rec(i, i * 0.1, 0.5 if i < 3 else 0.05) for i in range(60)]
     warm = [rec(i, i * 0.1, 0.05) for i in range(60)]
     v = assess(rate_run, cold)
-    assert v["label"] == "INVALID" and "no warm-up" in v["reasons"][0]
+    assert v["label"] == "INVALID" and v["reasons"][0]["code"] == "cold-start"
     v = assess(rate_run, warm)
-    assert v["label"] == "VALID" and any("no warm-up" in n for n in v["notes"])
+    assert v["label"] == "VALID" and any(n["code"] == "no-warmup" for n in v["notes"])
     assert v["confidence"]["ttft"]["n"] == 60 and v["confidence"]["ttft"]["p50"]["supported"]
     assert assess(variant(infermeter__load={"mode": "rate"}, infermeter__warmup_requests=5), cold)["label"] == "VALID"
 
@@ -137,3 +175,59 @@ def test_bisection_brackets_the_knee(tmp_path):
     (tmp_path / "low").mkdir()
     run, _ = fake_runner(0.5, tmp_path / "low")
     assert search_capacity(base, parse_slos("ttft_p90<=100"), low=1, high=64, run=run)["status"] == "below-low"
+
+
+def probe_runner(tmp_path, *, slow_every: int | None = None, client: dict | None = None, n: int = 100):
+    """A stand-in for execute_run: TTFT 50 ms (every ``slow_every``-th request 500 ms) at any load."""
+    from infermeter.storage.files import RecordWriter
+
+    def run(spec: RunSpec):
+        load = spec.request_rate
+        path = tmp_path / f"{load}.records.jsonl"
+        w = RecordWriter(path)
+        for i in range(n):
+            slow = slow_every is not None and i % slow_every == 0
+            w(rec(i, i / load, 0.5 if slow else 0.05))
+        w.close()
+        result = variant(infermeter__load={"mode": "rate"}, infermeter__warmup_requests=3,
+                         request_throughput=load, completed=n)
+        if client is not None:
+            result["infermeter"]["client"] = dict(client)
+        return SimpleNamespace(result=result, records_path=path, result_path=tmp_path / f"{load}.json")
+
+    return run
+
+
+def test_capacity_refuses_probes_too_small_to_support_the_claim(tmp_path):
+    # 400 requests, none over: P99 at 99 % needs 459.  Before, every probe FAILed and the answer
+    # was "below the lowest load" although that load met its SLO.
+    base = RunSpec(base_url="http://x:1", num_prompts=400, request_rate=1.0, result_dir=str(tmp_path))
+    with pytest.raises(UserError, match="--num-prompts 400 cannot support ttft_p99<=200 at 99% .* 459"):
+        search_capacity(base, parse_slos("ttft_p99<=200"), low=5, high=80, run=probe_runner(tmp_path, n=400))
+
+
+def test_capacity_never_says_below_low_when_the_low_load_met_its_slos(tmp_path):
+    # 8 of 100 requests over 100 ms: the observed p90 meets "p90 <= 100", but at 99 % confidence
+    # 100 samples allow only 3 over: unproven, not failed.
+    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80,
+                          run=probe_runner(tmp_path, slow_every=13))
+    assert out["status"] == "unproven-low" and out["capacity"] is None, out
+    low = out["curve"][0]
+    assert low["outcome"] == "unproven" and low["slos"][0]["status"] == "unproven"
+    assert low["slos"][0]["over_limit"] == 8 and low["slos"][0]["value_ms"] <= 100
+
+
+def test_a_probe_fails_only_for_reasons_that_bear_on_its_slos(tmp_path):
+    # The client may have moved inter-token gaps by 12 % (past the tolerance: INVALID), and TTFT by 0.5 %.
+    client = {"client_error_bound_pct": {"ttft": 0.5, "itl": 12.0}, "cpu_utilization": 0.2, "client_bound": True,
+              "reasons": ["inter-token gaps may move by 12%"]}
+    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80, run=probe_runner(tmp_path, client=client))
+    assert out["status"] == "at-least-high" and out["capacity"] == 80, out
+    assert all(p["validity"] == "INVALID" and p["passed"] for p in out["curve"])
+    assert [r["code"] for r in out["answer_reasons"]] == ["client-bound"]  # shown beside the answer
+    (tmp_path / "itl").mkdir()
+    out = search_capacity(base, parse_slos("itl_p90<=100"), low=5, high=80,
+                          run=probe_runner(tmp_path / "itl", client=client))
+    assert out["status"] == "below-low" and [r["code"] for r in out["low_blocking"]] == ["client-bound"]

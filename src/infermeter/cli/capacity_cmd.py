@@ -91,10 +91,12 @@ def print_capacity(console: Console, out: dict) -> None:
         table.add_column("warm-up / steady / cool-down (s)", justify="right")
         table.add_column("stable")
     for p in out["curve"]:
-        cells = [f"{p['load']:g}", f"{p['request_throughput']:.2f}"]
+        tput = p["request_throughput"]
+        cells = [f"{p['load']:g}", "—" if tput is None else f"{tput:.2f}"]
         cells += ["-" if c["value_ms"] is None else f"{c['value_ms']:.1f} ({c['over_limit']}/{c['n']} over)"
                   for c in p["slos"]]
-        cells += ["pass" if p["passed"] else "FAIL", p["validity"]]
+        outcome = p.get("outcome") or ("pass" if p["passed"] else "fail")
+        cells += [{"pass": "pass", "fail": "FAIL"}.get(outcome, outcome), p["validity"]]
         if out["vary"] == "rate":
             st = p["steady_state"]
             if st.get("checked"):
@@ -106,9 +108,20 @@ def print_capacity(console: Console, out: dict) -> None:
     console.print(table)
     status, cap = out["status"], out["capacity"]
     if status == "below-low":
-        console.print(f"Capacity: below {out['first_failing']:g} {unit} (the lowest load tried failed)")
+        why = "; ".join(r["message"] for r in out.get("low_blocking") or [])
+        console.print(f"Capacity: below {out['first_failing']:g} {unit} (the lowest load tried failed"
+                      + (f": {escape(safe_text(why))}" if why else "") + ")")
+    elif status == "unproven-low":
+        low = out["curve"][0] if out["curve"] else {}
+        need = ", ".join(f"{c['slo']} needs {c['min_samples']} samples with none over, had {c['n']} "
+                         f"({c['over_limit']} over)" for c in low.get("slos", []) if c.get("status") == "unproven")
+        console.print(f"Capacity: not proven at the lowest load, {out['first_failing']:g} {unit}: it met every SLO "
+                      f"on its samples, too few to support the claim at {100 * out['confidence']:g}% confidence "
+                      f"({escape(safe_text(need))}); raise --num-prompts or lower --confidence")
     elif status == "at-least-high":
         console.print(f"Capacity: at least {cap:g} {unit} (the highest load tried passed)")
     else:
         console.print(f"Capacity: {cap:g} {unit} (first failing: {out['first_failing']:g}; "
                       f"{out['runs']} runs; answer run {out['answer_validity']})")
+    for r in out.get("answer_reasons") or []:  # findings that bear on none of the SLOs
+        console.print(f"  beside the answer ({r['code']}, bears on no SLO here): {escape(safe_text(r['message']))}")

@@ -32,16 +32,29 @@ class Notice:
         return self.message
 
 
-def codes(notices: Iterable[Notice | dict[str, Any] | str]) -> set[str]:
+NoticeLike = Notice | dict[str, Any] | str
+
+
+def as_notice(item: NoticeLike) -> Notice:
+    """A ``Notice`` from any of its forms (a Notice, its dict, or an older result's bare string)."""
+    return item if isinstance(item, Notice) else Notice.from_dict(item)
+
+
+def message(item: NoticeLike) -> str:
+    """The plain-text view of a notice in any form: what a person (or a string-only format) reads."""
+    return as_notice(item).message
+
+
+def codes(notices: Iterable[NoticeLike]) -> set[str]:
     """The codes of ``notices``, whatever form they come in."""
-    return {n.code if isinstance(n, Notice) else Notice.from_dict(n).code for n in notices}
+    return {as_notice(n).code for n in notices}
 
 
-def dedupe(notices: Iterable[Notice]) -> list[Notice]:
-    """One notice per (code, message), first kept, order kept."""
+def dedupe(notices: Iterable[NoticeLike]) -> list[Notice]:
+    """One notice per (code, message), first kept, order kept (any form in, Notices out)."""
     seen: set[tuple[str, str]] = set()
     out = []
-    for n in notices:
+    for n in map(as_notice, notices):
         key = (n.code, n.message)
         if key not in seen:
             seen.add(key)

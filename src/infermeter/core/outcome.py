@@ -36,6 +36,9 @@ class ClientStats:
     gc_pause_max_ms: float | None = None
     gc_collections: int | None = None
     finish_backlog_max: int | None = None  # completed responses queued for interpretation, at most
+    client_error_bound_pct: dict | None = None  # {"ttft", "itl"}: how far the lag could move each, % of its mean
+    client_error_tolerance_pct: float | None = None  # the bound past which the run is client-bound
+    cpu_busy: bool | None = None  # the client process used nearly a whole core
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

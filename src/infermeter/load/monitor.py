@@ -3,9 +3,9 @@
 A timestamp is only as true as the loop that takes it.  A probe measures,
 every ``interval`` seconds, how long a callback made ready waits before it
 runs (one loop iteration); that wait is what any read or send waiting on the
-loop suffered too.  ``judge_client`` turns the figures into a verdict: the run
-is client-bound when the lag could have moved a reported latency by more than
-1 %, or the client's process used nearly a whole core.
+loop suffered too.  ``judge_client`` turns the figures into the possible error of TTFT and ITL
+(``client_error_bound_pct``) and a verdict: the run is client-bound when either
+is over the tolerance (``CLIENT_ERROR_TOLERANCE_PCT`` unless set).
 """
 
 from __future__ import annotations
@@ -229,33 +229,52 @@ def burn_from_env() -> tuple[float, float] | None:
     return float(busy), float(every or busy)
 
 
+#: Default tolerance on the client's possible error of a latency (percent of its mean): past it,
+#: a run is client-bound and INVALID.  Chosen from measurements in docs/validity.md.
+CLIENT_ERROR_TOLERANCE_PCT = 5.0
+
+
+def client_error_bounds(stats: ClientStats, mean_ttft_ms: float | None, mean_itl_ms: float | None
+                        ) -> dict[str, float | None]:
+    """How far the client's own lag could move each latency, in percent of its mean (None: not measured).
+
+    A read waits for the loop about as long as the probe's instants did, so a
+    TTFT (send stamped at once, first token stamped late) is too long by the
+    mean lag; an inter-token gap is stamped with the lag at its end minus the
+    lag at its start, a constant lag cancels: the mean difference of two lags
+    (``loop_lag_spread_ms``) is how far a gap moves.
+    """
+    lag = stats.loop_lag_mean_ms
+    spread = stats.loop_lag_spread_ms if stats.loop_lag_spread_ms is not None else lag
+    return {
+        "ttft": 100.0 * lag / mean_ttft_ms if mean_ttft_ms and mean_ttft_ms > 0 else None,
+        "itl": 100.0 * spread / mean_itl_ms if mean_itl_ms and mean_itl_ms > 0 else None,
+    }
+
+
 def judge_client(stats: ClientStats, mean_ttft_ms: float | None, mean_itl_ms: float | None,
-                 threshold: float = 0.01, cpu_limit: float = 0.9) -> None:
-    """Mark the run client-bound when the client's own lag could move a latency by > ``threshold``.
+                 threshold: float = CLIENT_ERROR_TOLERANCE_PCT / 100.0, cpu_limit: float = 0.9) -> None:
+    """Record the client's possible error of TTFT and ITL (``client_error_bound_pct``) and mark the
+    run client-bound when either is over ``threshold`` (a fraction of the mean).
 
-    A read waits for the loop about as long as the probe's instants did, so:
-
-    * a TTFT (send stamped at once, first token stamped late) is too long by
-      the mean lag: that against ``threshold`` of the mean TTFT;
-    * an inter-token gap is stamped with the lag at its end minus the lag at
-      its start, a constant lag cancels: the mean difference of two lags
-      (``loop_lag_spread_ms``) against ``threshold`` of the mean ITL;
-    * a client process busy more than ``cpu_limit`` of a core cannot keep up.
-
+    A client process busy more than ``cpu_limit`` of a core is said in ``cpu_busy``: it is not
+    an error by itself (the lag shows what it cost), but the client is near its limit.
     The lag includes waiting for a CPU when the host is busy with other work:
     that delays timestamps just the same, so it counts too.
     """
     reasons = []
     lag = stats.loop_lag_mean_ms
     spread = stats.loop_lag_spread_ms if stats.loop_lag_spread_ms is not None else lag
+    bounds = client_error_bounds(stats, mean_ttft_ms, mean_itl_ms)
     figures = f"event-loop lag mean {lag:.3f} ms, p99 {stats.loop_lag_p99_ms:.3f} ms"
-    if mean_ttft_ms and mean_ttft_ms > 0 and lag > threshold * mean_ttft_ms:
-        reasons.append(f"TTFT may read {lag:.3f} ms ({100 * lag / mean_ttft_ms:.1f}%) high: {figures}, "
+    if bounds["ttft"] is not None and bounds["ttft"] > 100.0 * threshold:
+        reasons.append(f"TTFT may read {lag:.3f} ms ({bounds['ttft']:.1f}%) high: {figures}, "
                        f"mean TTFT {mean_ttft_ms:.3f} ms")
-    if mean_itl_ms and mean_itl_ms > 0 and spread > threshold * mean_itl_ms:
-        reasons.append(f"inter-token gaps may move by {spread:.3f} ms ({100 * spread / mean_itl_ms:.1f}%): "
+    if bounds["itl"] is not None and bounds["itl"] > 100.0 * threshold:
+        reasons.append(f"inter-token gaps may move by {spread:.3f} ms ({bounds['itl']:.1f}%): "
                        f"{figures}, mean ITL {mean_itl_ms:.3f} ms")
-    if stats.cpu_utilization > cpu_limit:
-        reasons.append(f"the client process used {100 * stats.cpu_utilization:.0f}% of a core ({figures})")
+    stats.client_error_bound_pct = bounds
+    stats.client_error_tolerance_pct = 100.0 * threshold
+    stats.cpu_busy = stats.cpu_utilization > cpu_limit
     stats.reasons = reasons
     stats.client_bound = bool(reasons)

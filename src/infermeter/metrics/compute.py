@@ -2,11 +2,18 @@
 
 * TTFT: first content-carrying event minus send time.
 * ITL: gaps between consecutive content-carrying events (chunks), as vLLM.
-* TPOT: (E2EL - TTFT) / (output tokens - 1), for requests with > 1 token.
+* TPOT: (E2EL - TTFT) / (output tokens - 1), for requests with > 1 token
+  that arrived in at least two content events (a whole answer in one event,
+  as without streaming, times no token after the first: no TPOT).
 * E2EL: last byte minus send time.
 * Throughputs divide by the measured window: first send to last end.
 * Output tokens: the server's ``usage`` count; the client tokenizer's count
-  where the server gave none.
+  where the server gave none; what was actually received where the server's
+  count disagrees with it (``received``, from ``metrics.tokens.crosscheck_counts``).
+
+A statistic with no samples is None (null), never 0 (docs/results.md).  A
+percentile that its sample cannot support (``stats.min_samples_for``) is None
+too, and ``unsupported_percentiles`` says which and ``sample_counts`` why.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import math
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -56,16 +63,39 @@ class GoodputSLO:
                 limits[name] = limit
         return cls(limits)
 
-    def met(self, rec: RequestRecord) -> bool:
+    def met(self, rec: RequestRecord, unjudged: Counter | None = None, out_tokens: int | None = None) -> bool:
+        """Did ``rec`` meet every limit?  A limit that cannot be judged for it (TPOT of an
+        answer that came in one event, as without streaming) is left out, and counted
+        in ``unjudged``; a one-token answer has no TPOT and meets it, as in vLLM."""
         for name, limit in self.limits_ms.items():
-            value = getattr(rec, name)
-            if value is None:
-                if name == "tpot":  # a one-token answer has no TPOT; vLLM counts it as met
+            if name == "tpot":
+                n = rec.output_tokens if out_tokens is None else out_tokens
+                if n < 2:
                     continue
+                value = tpot_of(rec, n)
+                if value is None:
+                    if unjudged is not None:
+                        unjudged[name] += 1
+                    continue
+            else:
+                value = getattr(rec, name)
+            if value is None:
                 return False
             if value * 1e3 > limit:
                 return False
         return True
+
+
+def tpot_of(rec: RequestRecord, out_tokens: int | None = None) -> float | None:
+    """(E2EL - TTFT) / (n - 1), or None: fewer than 2 tokens, or fewer than 2 content events
+    (the tokens after the first were not timed: a whole answer at once)."""
+    n = rec.output_tokens if out_tokens is None else out_tokens
+    if n < 2 or len(rec.token_times) < 2:
+        return None
+    ttft, e2el = rec.ttft, rec.e2el
+    if ttft is None or e2el is None:
+        return None
+    return (e2el - ttft) / (n - 1)
 
 
 def parse_percentiles(text: str) -> list[float]:
@@ -94,8 +124,12 @@ def compute(
     duration: float,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     goodput: GoodputSLO | None = None,
+    received: Mapping[int, int] | None = None,
 ) -> dict:
     """Every aggregate of one run, keyed as vLLM keys them (plus extras).
+
+    ``received``: output tokens actually received, by request index, for the
+    requests whose server count was found wrong (they replace it everywhere).
 
     One pass over ``records``, keeping no record: the samples go to flat
     float arrays (8 bytes each), so a long run's records (a RecordStore
@@ -107,6 +141,9 @@ def compute(
     samples = {name: array("d") for name in METRICS}
     errors: Counter = Counter()
     good = 0
+    unjudged: Counter = Counter()
+    received = received or {}
+    untimed = 0  # successful multi-token answers that came in one content event (no TPOT, no ITL)
     work = _WorkTally()
     sends = Span()  # every request's send: the arrival rate the client achieved
     ends = Span()  # every successful request's end: the rate the server finished them
@@ -119,48 +156,61 @@ def compute(
             continue
         n_ok += 1
         ends.add(r.end)
-        out_lens.append(r.output_tokens)
+        n_out = received.get(r.index, r.output_tokens)
+        out_lens.append(n_out)
         total_in += r.input_len
-        for name in ("ttft", "tpot", "e2el"):
+        for name in ("ttft", "e2el"):
             value = getattr(r, name)
             if value is not None:
                 samples[name].append(value)
+        tpot = tpot_of(r, n_out)
+        if tpot is not None:
+            samples["tpot"].append(tpot)
+        elif n_out >= 2 and len(r.token_times) < 2:
+            untimed += 1
         samples["itl"].extend(r.itls)
-        if goodput is not None and goodput.met(r):
+        if goodput is not None and goodput.met(r, unjudged, n_out):
             good += 1
-        work.add(r)
+        work.add(r, n_out, r.index in received)
     total_in = int(total_in)
     total_out = int(sum(out_lens))
-    ok = range(n_ok)  # only its length and truth are used below
+    # A rate over the measured window: 0 is a measured zero (nothing completed in a window
+    # that had a length); no window at all (nothing sent, or nothing ended) has no rate.
+    timed = duration > 0 and not math.isnan(dur)
     m: dict = {
         "completed": n_ok,
         "failed": n_failed,
         "duration": duration,
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,
-        "request_throughput": len(ok) / dur if ok else 0.0,
-        "output_throughput": total_out / dur if ok else 0.0,
-        "total_token_throughput": (total_in + total_out) / dur if ok else 0.0,
+        "request_throughput": n_ok / dur if timed else None,
+        "output_throughput": total_out / dur if timed else None,
+        "total_token_throughput": (total_in + total_out) / dur if timed else None,
         "sent_rate": sends.rate(),
         "completion_rate": ends.rate(),
     }
     if goodput is not None:
-        m["request_goodput"] = good / dur if ok else 0.0
-        m["goodput_fraction"] = good / len(ok) if ok else 0.0
+        m["request_goodput"] = good / dur if timed else None
+        m["goodput_fraction"] = good / n_ok if n_ok else None  # no request: no fraction
+        m["goodput_unjudged"] = dict(unjudged)  # per SLO: requests it could not be judged for
+        m["goodput"] = {"slo_ms": dict(goodput.limits_ms), "fraction_met": m["goodput_fraction"],
+                        "unjudged": dict(unjudged)}
     counts: dict[str, int] = {}
+    unsupported: dict[str, list[str]] = {}
     for name in METRICS:
         d = describe(samples[name], percentiles)
         counts[name] = d["count"]
         m[f"mean_{name}_ms"] = d["mean"]
         m[f"median_{name}_ms"] = d["median"]
         m[f"std_{name}_ms"] = d["std"]
+        unsupported[name] = [pct_label(p) for p in percentiles if 0 < counts[name] < min_samples_for(p)]
         for p in percentiles:
-            m[f"p{pct_label(p)}_{name}_ms"] = d[f"p{pct_label(p)}"]
+            label = pct_label(p)
+            # a percentile the sample cannot support is no number (it would only be the maximum)
+            m[f"p{label}_{name}_ms"] = None if label in unsupported[name] else d[f"p{label}"]
     m["sample_counts"] = counts
-    m["unsupported_percentiles"] = {
-        name: [pct_label(p) for p in percentiles if 0 < counts[name] < min_samples_for(p)]
-        for name in METRICS
-    }
+    m["unsupported_percentiles"] = unsupported
+    m["untimed_requests"] = untimed
     m["errors_by_class"] = dict(errors)
     m["output_len_stats"] = _length_stats(out_lens)
     m["work"] = work.result()
@@ -203,7 +253,7 @@ def achieved_rates(records: Iterable[RequestRecord]) -> dict[str, float | None]:
 
 def _length_stats(values: Sequence[int]) -> dict:
     if not values:
-        return {"min": 0, "mean": 0.0, "max": 0}
+        return {"min": None, "mean": None, "max": None}
     arr = np.asarray(values)
     return {"min": int(arr.min()), "mean": float(arr.mean()), "max": int(arr.max())}
 
@@ -223,8 +273,8 @@ class _WorkTally:
         self.asked = self.short = self.long = self.requested = self.produced = 0
         self.sources: Counter = Counter()
 
-    def add(self, r: RequestRecord) -> None:
-        out = r.output_tokens
+    def add(self, r: RequestRecord, out: int | None = None, corrected: bool = False) -> None:
+        out = r.output_tokens if out is None else out
         if r.requested_output_len is not None:
             self.asked += 1
             self.requested += r.requested_output_len
@@ -233,7 +283,7 @@ class _WorkTally:
                 self.short += 1
             elif out > r.requested_output_len:
                 self.long += 1
-        self.sources["server" if r.output_tokens_server is not None else
+        self.sources["received" if corrected else "server" if r.output_tokens_server is not None else
                      ("tokenizer" if r.output_tokens_client is not None else "events")] += 1
 
     def result(self) -> dict:

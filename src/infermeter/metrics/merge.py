@@ -14,7 +14,6 @@ divides by the common window: earliest send to latest end over all shards.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,15 +22,15 @@ import orjson
 
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, LoadPlan
+from infermeter.core.notices import Notice, as_notice, dedupe
 from infermeter.metrics.compute import GoodputSLO, compute
+from infermeter.metrics.findings import RECOMPUTED, metric_warnings
+from infermeter.metrics.tokens import merge_checks, received_counts
 from infermeter.core.outcome import ClientStats, RunOutcome
 from infermeter.core.records import RequestRecord, run_duration
 from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
 from infermeter.storage.result import build_result
 
-# Warnings that are recomputed from the merged records (the rest are carried over once).
-_RECOMPUTED = re.compile(r"^(UNEQUAL WORK|\d+ of \d+ requests failed|CLIENT-BOUND|sends ran late|"
-                         r"(ttft|tpot|itl|e2el): p.* rest on too few samples)")
 _VLLM_OWN_KEYS = {"date", "backend", "model_id", "tokenizer_id", "num_prompts", "request_rate", "burstiness",
                   "max_concurrency", "completed", "failed", "duration", "total_input_tokens",
                   "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
@@ -107,7 +106,7 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     results = [r for r, _ in shards]
     first = results[0]
     im0 = first["infermeter"]
-    notes: list[str] = []
+    notes: list[Notice] = []
     _check_same_run(results, names, notes)
 
     base = min(float(r["infermeter"]["start_epoch"]) for r in results)
@@ -135,17 +134,15 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     slo = (im0.get("goodput") or {}).get("slo_ms")
     goodput = GoodputSLO(dict(slo)) if slo else None
     duration = run_duration(merged)
-    metrics = compute(merged, duration, percentiles, goodput)
-    if goodput is not None:
-        metrics["goodput"] = {"slo_ms": goodput.limits_ms, "fraction_met": metrics.get("goodput_fraction")}
-    metrics["work"]["token_count_crosscheck"] = _merge_crosscheck(
-        [r["infermeter"]["work"].get("token_count_crosscheck") or {} for r in results])
+    check = merge_checks([r["infermeter"]["work"].get("token_count_crosscheck") or {} for r in results])
+    metrics = compute(merged, duration, percentiles, goodput, received_counts(check))
+    metrics["work"]["token_count_crosscheck"] = check
     client = _merge_client(results, names, merged, plan)
     stopped = [f"{n}: {r['infermeter']['stopped_early']}" for r, n in zip(results, names)
                if r["infermeter"].get("stopped_early")]
     outcome = RunOutcome(records=merged, warmup_records=[], start_epoch=base, duration=duration, client=client,
                          stopped_early="; ".join(stopped) or None)
-    warnings = _merged_warnings(results, metrics, client, plan) + notes
+    warnings = [n.to_dict() for n in dedupe(_merged_warnings(results, metrics, client, plan) + notes)]
     target = dict(im0["target"])
     target["connection_notes"] = sorted({n for r in results for n in r["infermeter"]["target"].get("connection_notes", [])})
     metadata = {k: v for k, v in first.items() if k not in _VLLM_OWN_KEYS}
@@ -182,7 +179,7 @@ def merge_files(paths: Sequence[str | Path], out_path: str | Path) -> tuple[dict
     return result, records_path
 
 
-def _check_same_run(results: list[dict], names: list[str], notes: list[str]) -> None:
+def _check_same_run(results: list[dict], names: list[str], notes: list[Notice]) -> None:
     first = results[0]
     for r, n in zip(results[1:], names[1:]):
         for key in ("model_id", "backend"):
@@ -194,8 +191,8 @@ def _check_same_run(results: list[dict], names: list[str], notes: list[str]) -> 
     shards = [r["infermeter"].get("shard") for r in results]
     if all(s is None for s in shards):
         if len(results) > 1:
-            notes.append(f"merged {len(results)} results that are not shards of one run (no --shard): "
-                         "their loads were added up")
+            notes.append(Notice("merge-not-shards", f"merged {len(results)} results that are not shards of one "
+                                "run (no --shard): their loads were added up", {"results": len(results)}))
         return
     if any(s is None for s in shards):
         raise UserError("some results are shards (--shard) and some are not", "merge the shards of one run only")
@@ -215,12 +212,14 @@ def _check_same_run(results: list[dict], names: list[str], notes: list[str]) -> 
                         "run every shard with the same load flags and --seed")
     missing = sorted(set(range(count)) - set(indices))
     if missing:
-        notes.append(f"INCOMPLETE: shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing from the merge; "
-                     "the result covers only part of the planned load")
+        notes.append(Notice("merge-incomplete", f"INCOMPLETE: shard(s) {', '.join(f'{i}/{count}' for i in missing)} "
+                            "missing from the merge; the result covers only part of the planned load",
+                            {"missing": [f"{i}/{count}" for i in missing]}))
     epochs = {float(r["infermeter"]["start_epoch"]) for r in results}
     if max(epochs) - min(epochs) > 1.0:
-        notes.append(f"the shards started {max(epochs) - min(epochs):.1f} s apart (no common --start-at): "
-                     "their loads overlapped only partly")
+        notes.append(Notice("merge-start-spread", f"the shards started {max(epochs) - min(epochs):.1f} s apart "
+                            "(no common --start-at): their loads overlapped only partly",
+                            {"spread_s": max(epochs) - min(epochs)}))
 
 
 def _merged_plan(results: list[dict]) -> LoadPlan:
@@ -234,17 +233,6 @@ def _merged_plan(results: list[dict]) -> LoadPlan:
     return LoadPlan(p.mode, sum(q.num_requests for q in plans), rate,
                     sum(c for c in conc if c) if all(conc) else None, p.burstiness, p.arrival,
                     sum(q.warmup_requests for q in plans), p.schedule, p.ramp_up)
-
-
-def _merge_crosscheck(parts: list[dict]) -> dict:
-    parts = [p for p in parts if p.get("checked")]
-    if not parts:
-        return {"checked": 0}
-    checked = sum(p["checked"] for p in parts)
-    out = dict(parts[0])
-    out.update(checked=checked, equal=sum(p["equal"] for p in parts),
-               mean_difference=sum(p["mean_difference"] * p["checked"] for p in parts) / checked)
-    return out
 
 
 def _merge_client(results: list[dict], names: list[str], records: list[RequestRecord], plan: LoadPlan) -> ClientStats:
@@ -270,6 +258,13 @@ def _merge_client(results: list[dict], names: list[str], records: list[RequestRe
     reasons = [f"{n}: {why}" for c, n in zip(cs, names) for why in c.get("reasons", [])]
     stats.reasons = reasons
     stats.client_bound = any(c.get("client_bound") for c in cs)
+    bounds = [c.get("client_error_bound_pct") or {} for c in cs]
+    if any(bounds):  # the worst shard's possible error: each shard stamped its own requests
+        stats.client_error_bound_pct = {k: max((b[k] for b in bounds if b.get(k) is not None), default=None)
+                                        for k in ("ttft", "itl")}
+        tols = [c.get("client_error_tolerance_pct") for c in cs if c.get("client_error_tolerance_pct") is not None]
+        stats.client_error_tolerance_pct = min(tols) if tols else None
+    stats.cpu_busy = any(c.get("cpu_busy") for c in cs)
     extra: dict[str, Any] = {"processes": len(cs), "cpu_seconds_total": cpu}
     for key in ("verdict",):
         vals = [c.get(key) for c in cs if c.get(key)]
@@ -280,26 +275,23 @@ def _merge_client(results: list[dict], names: list[str], records: list[RequestRe
     return stats
 
 
-def _merged_warnings(results: list[dict], metrics: dict, client: ClientStats, plan: LoadPlan) -> list[str]:
-    out: list[str] = []
-    work = metrics["work"]
-    if work.get("warning"):
-        out.append("UNEQUAL WORK: " + work["warning"])
-    carried: list[str] = []
-    for r in results:
-        for w in r["infermeter"].get("warnings", []):
-            if not _RECOMPUTED.match(w) and w not in carried:
-                carried.append(w)
-    out += carried
-    if metrics["failed"]:
-        classes = ", ".join(f"{k} {v}" for k, v in sorted(metrics["errors_by_class"].items()))
-        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed ({classes})")
-    for name, ps in metrics["unsupported_percentiles"].items():
-        if ps:
-            out.append(f"{name}: p{', p'.join(ps)} rest on too few samples ({metrics['sample_counts'][name]}) "
-                       f"to differ from the maximum")
-    if client.client_bound:
-        out.append("CLIENT-BOUND: " + "; ".join(client.reasons))
-    if plan.mode is LoadMode.RATE and client.dispatch_lag_p99_ms and client.dispatch_lag_p99_ms > 1.0:
-        out.append(f"sends ran late: p99 dispatch lag {client.dispatch_lag_p99_ms:.2f} ms")
-    return out
+def _merged_warnings(results: list[dict], metrics: dict, client: ClientStats, plan: LoadPlan) -> list[Notice]:
+    """The merged result's warnings: those that follow from the pooled records recomputed (by code),
+    the others carried over once.  Older results' plain-text warnings are carried as ``note``s."""
+    computed = metric_warnings(metrics, client, rate_mode=plan.mode is LoadMode.RATE)
+    carried = [n for r in results for n in map(as_notice, r["infermeter"].get("warnings", []))
+               if n.code not in RECOMPUTED and not _old_recomputed(n)]
+    head = [n for n in computed if n.code in ("unequal-work", "server-count-mismatch")]
+    return head + carried + [n for n in computed if n not in head]
+
+
+_OLD_RECOMPUTED_PREFIXES = ("UNEQUAL WORK", "CLIENT-BOUND", "sends ran late")
+
+
+def _old_recomputed(n: Notice) -> bool:
+    """A plain-text warning of an older result that the merge recomputes (and would otherwise repeat)."""
+    if n.code != "note":
+        return False
+    text = n.message
+    return (text.startswith(_OLD_RECOMPUTED_PREFIXES) or " requests failed (" in text
+            or "rest on too few samples" in text)

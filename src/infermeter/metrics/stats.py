@@ -1,8 +1,8 @@
 """Small statistics helpers with the conventions of vLLM's serving benchmark.
 
 Percentiles use numpy's default (linear interpolation); ``std`` is the
-population standard deviation; an empty sample gives 0 (as vLLM reports it)
-and its count, 0, says so.
+population standard deviation.  An empty sample has no value: every
+statistic of it is None (null in JSON, never 0), and its count, 0, says so.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ def pct_label(p: float) -> str:
     return str(int(p)) if float(p).is_integer() else str(p)
 
 
-def describe(values_s: Sequence[float], percentiles: Iterable[float]) -> dict[str, float]:
-    """mean/median/std/percentiles in milliseconds of a sample given in seconds."""
+def describe(values_s: Sequence[float], percentiles: Iterable[float]) -> dict[str, float | None]:
+    """mean/median/std/percentiles in milliseconds of a sample given in seconds (None when empty)."""
     arr = np.asarray(values_s, dtype=float) * 1e3
-    out: dict[str, float] = {"count": int(arr.size)}
+    out: dict[str, float | None] = {"count": int(arr.size)}
     if arr.size == 0:
-        out.update(mean=0.0, median=0.0, std=0.0, min=0.0, max=0.0)
+        out.update(mean=None, median=None, std=None, min=None, max=None)
         for p in percentiles:
-            out[f"p{pct_label(p)}"] = 0.0
+            out[f"p{pct_label(p)}"] = None
         return out
     out.update(mean=float(arr.mean()), median=float(np.median(arr)), std=float(arr.std()),
                min=float(arr.min()), max=float(arr.max()))

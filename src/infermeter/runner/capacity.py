@@ -1,13 +1,22 @@
 """SLO capacity search: the largest request rate (or concurrency) whose runs meet
 every SLO with the chosen confidence (docs/validity.md, "Capacity search").
 
-Each probe is one ``execute_run``.  A probe passes when, for every SLO
-"METRIC_pP <= X ms", MLPerf LoadGen's early-stopping rule supports the claim
-from its samples (failed requests count as samples over every bound), and its
-validity label has no invalidating reason other than "too few samples" (the
-early-stopping rule is the sample-size judgement here).  The search brackets
-the answer between a passing low and a failing high load and bisects until the
-bracket is narrower than ``rel_tol`` of the passing load, or ``max_runs`` runs.
+Each probe is one ``execute_run``.  Each SLO "METRIC_pP <= X ms" of a probe is
+``met`` when MLPerf LoadGen's early-stopping rule supports the claim from its
+samples (failed requests count as samples over every bound), ``missed`` when
+more than (100 - P) % of the samples are over X (the observed percentile is
+over the limit), and ``unproven`` otherwise (within the limit, but too few
+samples to claim it at the confidence).  A probe **passes** when every SLO is
+met and no validity reason bears on an SLO's metric (``validity.bears_on``:
+unequal work, wrong token counts, errors, an early stop bear on all; a client
+whose possible ITL error is past its tolerance bears on itl and tpot, not on
+ttft); it **fails** when an SLO is missed or such a reason holds; else it is
+**unproven**.  Reasons that bear on no SLO are shown beside the answer.
+
+The search brackets the answer between a passing low and a failing (or
+unproven) high load and bisects until the bracket is narrower than ``rel_tol``
+of the passing load, or ``max_runs`` runs.  It says "below the lowest load"
+only when the lowest load failed; an unproven lowest load is said as such.
 """
 
 from __future__ import annotations
@@ -19,16 +28,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from infermeter.errors import UserError
-from infermeter.metrics.confidence import early_stopping_supports
-from infermeter.metrics.validity import ValidityOptions, assess
+from infermeter.core.notices import as_notice
+from infermeter.metrics.confidence import early_stopping_supports, min_samples_for_claim
+from infermeter.metrics.validity import ValidityOptions, assess, bears_on
 from infermeter.core.records import RequestRecord
 from infermeter.runner.spec import RunSpec
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2el")
-# Validity reasons that fail a probe whatever its latencies.  "too few samples" is left to the
-# early-stopping rule; "client-bound" and "no warm-up" make latencies read high, so a probe that
-# passes despite them passes conservatively (they still show in the validity column).
-BLOCKING = ("unequal work", "error rate", "no request completed", "stopped early")
+PER_REQUEST = ("ttft", "tpot", "e2el")  # one sample per request (itl: one per gap)
 
 PRESETS: dict[str, str] = {
     "mlperf-llama3.1-405b": "ttft_p99<=6000,tpot_p99<=175",
@@ -87,10 +94,24 @@ def evaluate_slos(records: Sequence[RequestRecord], slos: Sequence[SLOTarget], c
         n = int(x.size) + failed
         k = int((x > slo.limit_ms).sum()) + failed
         supported, allowed = early_stopping_supports(n, k, slo.percentile, confidence)
+        over_share = k / n if n else 1.0
+        status = "met" if supported else ("missed" if over_share > 1 - slo.percentile / 100 else "unproven")
         out.append({"slo": slo.label, "metric": slo.metric, "percentile": slo.percentile,
                     "limit_ms": slo.limit_ms, "value_ms": float(np.percentile(x, slo.percentile)) if x.size else None,
-                    "n": n, "over_limit": k, "max_over_allowed": allowed, "met": supported})
+                    "n": n, "over_limit": k, "max_over_allowed": allowed, "met": supported, "status": status,
+                    "min_samples": min_samples_for_claim(slo.percentile, confidence)})
     return out
+
+
+def check_sample_size(slos: Sequence[SLOTarget], num_prompts: int, confidence: float) -> None:
+    """Refuse a search whose probes are too small to ever support an SLO claim."""
+    for slo in slos:
+        need = min_samples_for_claim(slo.percentile, confidence)
+        if slo.metric in PER_REQUEST and num_prompts < need:
+            raise UserError(
+                f"--num-prompts {num_prompts} cannot support {slo.label} at {100 * confidence:g}% confidence: "
+                f"even with no request over the limit, {need} requests per probe are needed",
+                f"pass --num-prompts {need} or more, or a lower --confidence")
 
 
 def steady_state(records: Sequence[RequestRecord], windows: int = 20) -> dict[str, Any]:
@@ -146,15 +167,21 @@ def steady_state(records: Sequence[RequestRecord], windows: int = 20) -> dict[st
 class Probe:
     load: float
     slos: list[dict]
-    passed: bool
+    outcome: str  # pass | fail | unproven
     label: str
-    reasons: list[str]
-    request_throughput: float
+    reasons: list[dict]  # every validity reason (notice dicts)
+    request_throughput: float | None
     steady: dict[str, Any] = field(default_factory=dict)
     result_path: str | None = None
+    blocking: list[dict] = field(default_factory=list)  # the reasons that bear on an SLO's metric
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"load": self.load, "passed": self.passed, "validity": self.label, "reasons": self.reasons,
+        return {"load": self.load, "passed": self.passed, "outcome": self.outcome, "validity": self.label,
+                "reasons": self.reasons, "blocking": self.blocking,
                 "request_throughput": self.request_throughput, "slos": self.slos, "steady_state": self.steady,
                 "result_path": self.result_path}
 
@@ -178,11 +205,19 @@ def probe(base: RunSpec, vary: str, load: float, slos: Sequence[SLOTarget], conf
     records = _records(report)
     checks = evaluate_slos(records, slos, confidence)
     verdict = assess(report.result, records, validity)
-    blocking = [r for r in verdict["reasons"] if r.startswith(BLOCKING)]
-    passed = all(c["met"] for c in checks) and not blocking
+    metrics = {s.metric for s in slos}
+    blocking = [r for r in verdict["reasons"] if bears_on(r) & metrics]
+    if blocking or any(c["status"] == "missed" for c in checks):
+        outcome = "fail"
+    elif all(c["status"] == "met" for c in checks):
+        outcome = "pass"
+    else:
+        outcome = "unproven"
     steady = steady_state(records) if vary == "rate" else {}
-    return Probe(load, checks, passed, verdict["label"], verdict["reasons"],
-                 float(report.result.get("request_throughput") or 0.0), steady, str(report.result_path))
+    tput = report.result.get("request_throughput")
+    return Probe(load, checks, outcome, verdict["label"], [as_notice(r).to_dict() for r in verdict["reasons"]],
+                 None if tput is None else float(tput), steady, str(report.result_path),
+                 [as_notice(r).to_dict() for r in blocking])
 
 
 def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "rate", low: float = 1.0,
@@ -198,6 +233,7 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
         raise UserError(f"--max-runs {max_runs} must be at least 2", "pass e.g. --max-runs 10")
     if run is None:
         from infermeter.runner.execute import execute_run as run
+    check_sample_size(slos, base.num_prompts, confidence)
     validity = validity or ValidityOptions()
     integer = vary == "concurrency"
     if integer:
@@ -206,15 +242,17 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
 
     def measure(load: float) -> Probe:
         p = probe(base, vary, load, slos, confidence, validity, run)
-        log(f"{vary} {load:g}: {'pass' if p.passed else 'FAIL'} ({p.label}); "
-            + ", ".join(f"{c['slo']}: {c['value_ms']}" for c in p.slos))
+        log(f"{vary} {load:g}: {p.outcome if p.outcome != 'fail' else 'FAIL'} ({p.label}); "
+            + ", ".join(f"{c['slo']}: {c['value_ms']} ({c['status']})" for c in p.slos))
         points.append(p)
         return p
 
     status = "found"
     lo_p = measure(low)
     if not lo_p.passed:
-        status = "below-low"
+        # "below the lowest load" only when it failed; an unproven lowest load met its SLOs on the
+        # samples it had, which could not support the claim at this confidence
+        status = "below-low" if lo_p.outcome == "fail" else "unproven-low"
         lo, hi = None, low
     else:
         hi_p = measure(high)
@@ -238,6 +276,7 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
                     hi = mid
     answer = lo
     best = next((p for p in points if p.load == answer), None)
+    shown = best or lo_p  # the reasons beside the answer: the answer run's, else the lowest load's
     return {
         "vary": vary,
         "slos": [s.label for s in slos],
@@ -247,6 +286,9 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
         "first_failing": hi,
         "bracket_relative_width": (hi - lo) / lo if lo and hi else None,
         "answer_validity": best.label if best else None,
+        "answer_reasons": [r for r in shown.reasons if r not in shown.blocking],  # shown, but bear on no SLO
+        "low_outcome": lo_p.outcome,
+        "low_blocking": lo_p.blocking,
         "runs": len(points),
         "curve": [p.to_dict() for p in sorted(points, key=lambda p: p.load)],
     }

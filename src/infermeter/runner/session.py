@@ -24,6 +24,8 @@ from infermeter.core.protocol import RequestOptions
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode
 from infermeter.metrics.compute import GoodputSLO, compute, parse_metric_names, parse_percentiles
+from infermeter.metrics.findings import as_dicts, run_warnings
+from infermeter.metrics.tokens import crosscheck_counts, received_counts
 from infermeter.core.outcome import Counters, StopPolicy
 from infermeter.load.generator import LoadRunner
 from infermeter.runner.limits import ensure_open_files
@@ -164,13 +166,11 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
             "connection_notes": outcome.transport_notes,
         }
 
-    metrics = compute(outcome.records, outcome.duration, percentiles, goodput)
-    if goodput is not None:
-        metrics["goodput"] = {"slo_ms": goodput.limits_ms, "fraction_met": metrics.get("goodput_fraction")}
-    judge_client(outcome.client, metrics["mean_ttft_ms"] if metrics["completed"] else None,
-                 metrics["mean_itl_ms"] if metrics["sample_counts"]["itl"] else None)
+    count_check = crosscheck_counts(outcome.records, tokenizer)  # usage vs what was received
+    metrics = compute(outcome.records, outcome.duration, percentiles, goodput, received_counts(count_check))
+    metrics["work"]["token_count_crosscheck"] = count_check
+    judge_client(outcome.client, metrics["mean_ttft_ms"], metrics["mean_itl_ms"])
     warnings = _warnings(spec, plan, metrics, outcome, backend, kind)
-    metrics["work"]["token_count_crosscheck"] = _crosscheck(outcome.records, tokenizer)
     result = build_result(
         outcome=outcome, metrics=metrics, plan=plan, backend=backend.name, model_id=spec.model or model,
         label=spec.label, save_detailed=spec.save_generated_text,
@@ -273,43 +273,11 @@ def _result_stem(spec: RunSpec, backend: str, model: str) -> str:
     return f"{backend}-{rate}qps{conc}-{safe_model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{shard}"
 
 
-def _warnings(spec, plan, metrics, outcome, backend, kind) -> list[str]:
-    out: list[str] = []
-    work = metrics["work"]
-    if work.get("warning"):
-        out.append("UNEQUAL WORK: " + work["warning"])
-    if spec.ignore_eos and (kind == "tgi" or not backend.ignore_eos):
-        out.append(f"--ignore-eos: {backend.fixed_length_method(kind)}")
-    if not spec.ignore_eos and work["requests_checked"]:
-        out.append("output length not fixed (no --ignore-eos): servers may stop at EOS, so runs against "
-                   "different servers may not do equal work")
-    if metrics["failed"]:
-        classes = ", ".join(f"{k} {v}" for k, v in sorted(metrics["errors_by_class"].items()))
-        first = next((r for r in outcome.records if not r.ok and r.error), None)
-        example = f"; first: {first.error}: {(first.error_detail or '')[:200]}" if first else ""
-        out.append(f"{metrics['failed']} of {metrics['failed'] + metrics['completed']} requests failed "
-                   f"({classes}){example}")
-    if outcome.stopped_early:
-        out.append(f"stopped early: {outcome.stopped_early}")
-    for name, ps in metrics["unsupported_percentiles"].items():
-        if ps:
-            out.append(f"{name}: p{', p'.join(ps)} rest on too few samples ({metrics['sample_counts'][name]}) "
-                       f"to differ from the maximum")
-    if outcome.client.client_bound:
-        out.append("CLIENT-BOUND: " + "; ".join(outcome.client.reasons))
-    if plan.mode is LoadMode.RATE and outcome.client.dispatch_lag_p99_ms and outcome.client.dispatch_lag_p99_ms > 1.0:
-        out.append(f"sends ran late: p99 dispatch lag {outcome.client.dispatch_lag_p99_ms:.2f} ms")
-    return out
-
-
-def _crosscheck(records, tokenizer: Tokenizer, limit: int = 64) -> dict:
-    pairs = [(r.output_tokens_server, r.generated_text) for r in records
-             if r.ok and r.output_tokens_server is not None and r.generated_text]
-    pairs = pairs[:limit]
-    if not pairs:
-        return {"checked": 0}
-    diffs = [len(tokenizer.encode(text)) - n for n, text in pairs]
-    return {"checked": len(pairs), "equal": sum(1 for d in diffs if d == 0),
-            "mean_difference": sum(diffs) / len(diffs),
-            "note": "client tokenizer count of the generated text minus the server's usage count; "
-                    "re-encoding text can merge tokens differently, so small differences are expected"}
+def _warnings(spec, plan, metrics, outcome, backend, kind) -> list[dict]:
+    first = next((r for r in outcome.records if not r.ok and r.error), None)
+    return as_dicts(run_warnings(
+        metrics, outcome.client, rate_mode=plan.mode is LoadMode.RATE, stopped_early=outcome.stopped_early,
+        ignore_eos=spec.ignore_eos,
+        ignore_eos_method=backend.fixed_length_method(kind) if (kind == "tgi" or not backend.ignore_eos) else None,
+        length_checked=bool(metrics["work"]["requests_checked"]),
+        first_error=(first.error, first.error_detail or "") if first else None))

@@ -40,7 +40,7 @@ def build_result(
     workload: dict,
     percentiles: Sequence[float],
     percentile_metrics: Sequence[str],
-    warnings: list[str],
+    warnings: list,  # notice dicts (core.notices)
     records_file: str | None,
     metadata: dict[str, str],
     command: list[str],
@@ -123,6 +123,7 @@ def build_result(
         "percentile_metrics": list(percentile_metrics),
         "sample_counts": metrics["sample_counts"],
         "unsupported_percentiles": metrics["unsupported_percentiles"],
+        "untimed_requests": metrics.get("untimed_requests", 0),  # answers in one event: no TPOT/ITL
         "errors_by_class": metrics["errors_by_class"],
         "output_len_stats": metrics["output_len_stats"],
         "work": metrics["work"],
