@@ -122,4 +122,8 @@ def test_an_overloaded_client_is_flagged_client_bound(test_server, tokenizer_dir
     client = r["infermeter"]["client"]
     assert client["client_bound"] is True
     assert client["loop_lag_mean_ms"] > 0.5
-    assert any(w.startswith("CLIENT-BOUND") and "lag mean" in w for w in r["infermeter"]["warnings"])
+    assert any(w["code"] == "client-bound" and w["message"].startswith("CLIENT-BOUND") and "lag mean" in w["message"]
+               for w in r["infermeter"]["warnings"])
+    bound = client["client_error_bound_pct"]  # the possible error is stated, and over the tolerance
+    assert max(bound["ttft"], bound["itl"]) > client["client_error_tolerance_pct"] == 5.0
+    assert "client-bound" in [x["code"] for x in r["infermeter"]["validity"]["reasons"]]

@@ -93,7 +93,8 @@ def test_server_fault_is_classified_recorded_and_counted(test_server, tokenizer_
     for x in failed:  # its class and the timings it got so far
         assert x.error == next(iter(classes)) and x.sent is not None and x.end >= x.sent
         assert check(x), x
-    assert any(w.startswith(f"2 of 6 requests failed ({next(iter(classes))} 2)")
+    assert any(w["code"] == "requests-failed"
+               and w["message"].startswith(f"2 of 6 requests failed ({next(iter(classes))} 2)")
                for w in r["infermeter"]["warnings"])
     assert exit_code_for(r) == 5
 

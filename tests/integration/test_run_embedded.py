@@ -74,7 +74,8 @@ def test_sonnet_workload_against_the_engine(llama, tmp_path):
 
 def test_without_ignore_eos_the_result_says_work_may_differ(llama, tmp_path):
     r = execute_run(spec(llama, tmp_path, ignore_eos=False, max_concurrency=4)).result
-    assert any("output length not fixed" in w for w in r["infermeter"]["warnings"])
+    assert any(w["code"] == "output-length-not-fixed" and "output length not fixed" in w["message"]
+               for w in r["infermeter"]["warnings"])
 
 
 def test_cli_default_target_is_the_embedded_engine(tmp_path, capsys):

@@ -79,7 +79,8 @@ def test_tgi_generate_stream(test_server, tokenizer_dir, tmp_path):
     r = execute_run(spec(server, tokenizer_dir, tmp_path, backend="tgi", max_concurrency=4)).result
     assert r["completed"] == 24 and r["total_output_tokens"] == 24 * 16
     assert r["infermeter"]["target"]["protocol"] == "tgi"
-    assert any("TGI has no ignore_eos" in w for w in r["infermeter"]["warnings"])
+    assert any(w["code"] == "ignore-eos-unsupported" and "TGI has no ignore_eos" in w["message"]
+               for w in r["infermeter"]["warnings"])
 
 
 def test_unequal_work_is_flagged_loudly(test_server, tokenizer_dir, tmp_path):
@@ -88,7 +89,8 @@ def test_unequal_work_is_flagged_loudly(test_server, tokenizer_dir, tmp_path):
     work = r["infermeter"]["work"]
     assert work["exact"] is False and work["shorter_than_asked"] == 24
     assert r["infermeter"]["output_len_stats"] == {"min": 5, "mean": 5.0, "max": 5}
-    assert any(w.startswith("UNEQUAL WORK") for w in r["infermeter"]["warnings"])
+    assert any(w["code"] == "unequal-work" and w["message"].startswith("UNEQUAL WORK")
+               for w in r["infermeter"]["warnings"])
 
 
 def test_warmup_requests_are_excluded(test_server, tokenizer_dir, tmp_path):

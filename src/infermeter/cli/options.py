@@ -65,6 +65,9 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
                                 help="seconds without a byte before a stream counts as stalled")),
     (("--max-errors",), dict(type=int, default=None, help="stop after more than this many failed requests")),
     (("--max-error-rate",), dict(type=float, default=None, help="stop when the failed fraction exceeds this")),
+    (("--client-error-tolerance",), dict(type=float, default=5.0,
+                                         help="percent the client's own lag may move TTFT or ITL before the run "
+                                              "is INVALID (docs/validity.md)")),
     (("--engine-model",), dict(default="tiny", help="embedded engine's model: tiny, 1b, gemma3-270m")),
     (("--engine-parallel",), dict(type=int, default=8, help="embedded engine's continuous-batching slots")),
     (("--engine-ctx-size",), dict(type=int, default=None, help="embedded engine's context size")),
@@ -235,6 +238,7 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "stream": not ns.no_stream_response, "extra_body": {**sampling, **extra},
         "request_timeout": ns.request_timeout, "stall_timeout": ns.stall_timeout,
         "max_errors": ns.max_errors, "max_error_rate": ns.max_error_rate,
+        "client_error_tolerance": ns.client_error_tolerance,
         "telemetry": not ns.no_telemetry, "telemetry_gpu": ns.telemetry_gpu,
         "telemetry_interval": ns.telemetry_interval,
         "percentile_metrics": metrics, "metric_percentiles": ns.metric_percentiles,

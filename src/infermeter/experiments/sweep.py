@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from infermeter.core.notices import Notice, as_notice
 from infermeter.errors import TargetError, UserError
 from infermeter.experiments.cells import Cell, Estimator, build_plan, runspec_from_settings
 from infermeter.experiments.spec import ExperimentSpec
@@ -305,7 +306,8 @@ def _mark_timed_out(path: Path, result: dict[str, Any], timeout: float) -> None:
     im = result["infermeter"]
     old = im.get("stopped_early")
     im["stopped_early"] = reason
-    im["warnings"] = [f"stopped early: {reason}" if w == f"stopped early: {old}" else w
+    im["warnings"] = [Notice("stopped-early", f"stopped early: {reason}", {"why": reason}).to_dict()
+                      if as_notice(w).code == "stopped-early" or w == f"stopped early: {old}" else w
                       for w in im.get("warnings", [])]
     write_json_atomic(path, result)
 

@@ -155,9 +155,11 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     )
     out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
     out["infermeter"]["merged_from"] = sources
-    from infermeter.metrics.validity import assess  # the merged samples judged as one run's
+    from infermeter.metrics.validity import ValidityOptions, assess  # the merged samples judged as one run's
 
-    out["infermeter"]["validity"] = assess(out, merged)
+    tol = client.client_error_tolerance_pct  # the shards' own (the strictest), else the default
+    out["infermeter"]["validity"] = assess(out, merged, ValidityOptions(client_error_tolerance_pct=tol)
+                                           if tol is not None else None)
     return out, merged
 
 

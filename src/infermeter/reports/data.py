@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from infermeter.core.notices import message
 from infermeter.errors import UserError
 
 # metric key -> (label, unit, higher_is_better)
@@ -279,7 +280,7 @@ def cell_from_result(result: dict[str, Any], definition: dict[str, Any] | None =
         model=result.get("model_id") or settings_target.get("model"), dataset=d.get("dataset"),
         input_len=d.get("input_len"), output_len=d.get("output_len"), experiment=experiment, source=source,
         metrics=metrics, flags=flags_of(result, metrics, source), error_messages=error_messages_of(result),
-        warnings=[str(w) for w in (im.get("warnings") or []) if w],
+        warnings=[message(w) for w in (im.get("warnings") or []) if w],  # notice dicts (older: strings)
         stopped_early=im.get("stopped_early") if isinstance(im.get("stopped_early"), str) else None,
         memory_mib=memory_of(result))
 

@@ -169,7 +169,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     count_check = crosscheck_counts(outcome.records, tokenizer)  # usage vs what was received
     metrics = compute(outcome.records, outcome.duration, percentiles, goodput, received_counts(count_check))
     metrics["work"]["token_count_crosscheck"] = count_check
-    judge_client(outcome.client, metrics["mean_ttft_ms"], metrics["mean_itl_ms"])
+    judge_client(outcome.client, metrics["mean_ttft_ms"], metrics["mean_itl_ms"], spec.client_error_tolerance / 100)
     warnings = _warnings(spec, plan, metrics, outcome, backend, kind)
     result = build_result(
         outcome=outcome, metrics=metrics, plan=plan, backend=backend.name, model_id=spec.model or model,
@@ -182,9 +182,10 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     )
     if shard is not None:
         result["infermeter"]["shard"] = shard.to_dict(global_plan)
-    from infermeter.metrics.validity import assess  # VALID/INVALID label (docs/validity.md)
+    from infermeter.metrics.validity import ValidityOptions, assess  # VALID/INVALID label (docs/validity.md)
 
-    result["infermeter"]["validity"] = assess(result, outcome.records)
+    result["infermeter"]["validity"] = assess(
+        result, outcome.records, ValidityOptions(client_error_tolerance_pct=spec.client_error_tolerance))
     result["infermeter"]["telemetry"] = telemetry_summary
     write_json_atomic(result_path, result)
     return RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)

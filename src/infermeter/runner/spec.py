@@ -74,6 +74,7 @@ class RunSpec(BaseModel):
     # stop policy
     max_errors: int | None = None
     max_error_rate: float | None = None
+    client_error_tolerance: float = Field(5.0, gt=0)  # % possible client error of TTFT/ITL past which INVALID
     # telemetry (docs/telemetry.md): GPU sampler and the server's /metrics, off the hot path
     telemetry: bool = True
     telemetry_gpu: str = "auto"
