@@ -151,3 +151,18 @@ def test_sent_and_completion_rates_leave_out_the_final_drain():
     m = compute(recs + [failed], duration=6.0, percentiles=[50])
     assert m["sent_rate"] == pytest.approx(2.0) and m["completion_rate"] == pytest.approx(2.0)
     assert compute(recs[:1], duration=5.0, percentiles=[50])["completion_rate"] is None
+
+
+def test_too_few_samples_is_one_coded_warning_for_every_metric():
+    # Before: one near-identical line per metric, every run under 100 requests.
+    from infermeter.core.outcome import ClientStats
+    from infermeter.metrics.findings import run_warnings
+
+    recs = [rec(i, 0.0, [0.1, 0.15, 0.2], 0.2) for i in range(10)]
+    m = compute(recs, duration=1.0)
+    ws = run_warnings(m, ClientStats(0.0, 0.0, 0.0, 0, 0.0, 1.0, 0.0, 0.0), rate_mode=False, stopped_early=None,
+                      ignore_eos=True, ignore_eos_method=None, length_checked=False)
+    few = [w for w in ws if w.code == "too-few-samples"]
+    assert len(few) == 1 and set(few[0].figures["metrics"]) == {"ttft", "tpot", "itl", "e2el"}
+    assert "ttft p95, p99 (n = 10)" in few[0].message and "p99 needs 100" in few[0].message
+    assert len({(w.code, w.message) for w in ws}) == len(ws)

@@ -51,12 +51,15 @@ def metric_warnings(metrics: dict, client: ClientStats, *, rate_mode: bool,
                           + (": no latency was measured" if not completed else ""),
                           {"failed": failed, "total": failed + completed, "errors_by_class": by_class}))
     counts = metrics["sample_counts"]
-    for name, ps in metrics["unsupported_percentiles"].items():
-        if ps:
-            need = {p: min_samples_for(float(p)) for p in ps}
-            out.append(Notice("too-few-samples", f"{name}: p{', p'.join(ps)} n/a (n = {counts[name]}): "
-                              + ", ".join(f"p{p} needs {k} samples" for p, k in need.items()),
-                              {"metric": name, "percentiles": list(ps), "n": counts[name], "needed": need}))
+    short = {name: ps for name, ps in metrics["unsupported_percentiles"].items() if ps}
+    if short:  # one line for every metric, not one each
+        need = {p: min_samples_for(float(p)) for ps in short.values() for p in ps}
+        out.append(Notice(
+            "too-few-samples", "too few samples, shown as n/a: "
+            + "; ".join(f"{name} p{', p'.join(ps)} (n = {counts[name]})" for name, ps in short.items())
+            + " (" + ", ".join(f"p{p} needs {k}" for p, k in sorted(need.items(), key=lambda kv: kv[1])) + ")",
+            {"metrics": {name: {"percentiles": list(ps), "n": counts[name]} for name, ps in short.items()},
+             "needed": need}))
     untimed = int(metrics.get("untimed_requests") or 0)
     if untimed:
         out.append(Notice("not-streamed", f"{untimed} answers came whole (one event: no streaming): TPOT and ITL "
