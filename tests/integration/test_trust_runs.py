@@ -82,6 +82,7 @@ def test_every_request_failing_has_no_latency_and_is_marked(test_server, tokeniz
     code = main(["run", "--base-url", server.base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
                  "--random-input-len", "16", "--random-output-len", "8", "--num-prompts", "6",
                  "--result-dir", str(tmp_path), "--result-filename", "r.json", "--disable-tqdm"])
+    assert code != 0  # failed requests: a non-zero exit
     r = json.loads((tmp_path / "r.json").read_text())
     for name in ("ttft", "tpot", "itl", "e2el"):
         assert r[f"mean_{name}_ms"] is None and r[f"median_{name}_ms"] is None and r[f"p99_{name}_ms"] is None
