@@ -196,3 +196,62 @@ def test_capacity_is_not_below_a_low_load_that_met_its_slo(test_server, tokenize
     out = search_capacity(base.model_copy(update={"result_dir": str(tmp_path / "itl")}),
                           parse_slos("itl_p90<=200"), low=5, high=40, max_runs=2, confidence=0.95)
     assert out["status"] == "below-low" and [r["code"] for r in out["low_blocking"]] == ["client-bound"]
+
+
+@pytest.fixture
+def short_streaming_server():
+    """A server that streams 2 tokens per request and says in ``usage`` that it generated 8."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    async def models(request):
+        return web.json_response({"data": [{"id": "test-model"}]})
+
+    async def completions(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for word in (" alpha", " beta"):
+            chunk = {"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": word,
+                                                                           "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await asyncio.sleep(0.002)
+        last = {"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": "", "finish_reason": "length"}]}
+        await resp.write(b"data: " + json.dumps(last).encode() + b"\n\n")
+        usage = {"id": "x", "object": "text_completion", "choices": [],
+                 "usage": {"prompt_tokens": 16, "completion_tokens": 8, "total_tokens": 24}}
+        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.add_routes([web.get("/v1/models", models), web.post("/v1/completions", completions)])
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_server_token_counts_are_checked_against_what_was_streamed(short_streaming_server, tokenizer_dir, tmp_path,
+                                                                    calm_client):
+    # --ignore-eos, 8 tokens asked, 2 streamed, usage says 8.  Before: counted as 8, work exact, no warning.
+    r = execute_run(RunSpec(backend="vllm", base_url=short_streaming_server, model="test-model",
+                            tokenizer=str(tokenizer_dir), dataset_name="random", random_input_len=16,
+                            random_output_len=8, ignore_eos=True, num_prompts=12, metric_percentiles="50",
+                            result_dir=str(tmp_path), progress=False)).result
+    im = r["infermeter"]
+    check = im["work"]["token_count_crosscheck"]
+    assert check["checked"] == 12 and check["mismatched"] == 12 and check["server_output_tokens"] == 96
+    assert check["used_output_tokens"] < 48 and r["total_output_tokens"] == check["used_output_tokens"]
+    assert im["work"]["exact"] is False and im["work"]["count_source"] == {"received": 12}
+    codes = {x["code"] for x in im["validity"]["reasons"]}
+    assert im["validity"]["label"] == "INVALID" and {"server-count-mismatch", "unequal-work"} <= codes
+    assert any(w["code"] == "server-count-mismatch" for w in im["warnings"])

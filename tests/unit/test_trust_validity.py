@@ -231,3 +231,28 @@ def test_a_probe_fails_only_for_reasons_that_bear_on_its_slos(tmp_path):
     out = search_capacity(base, parse_slos("itl_p90<=100"), low=5, high=80,
                           run=probe_runner(tmp_path / "itl", client=client))
     assert out["status"] == "below-low" and [r["code"] for r in out["low_blocking"]] == ["client-bound"]
+
+
+def test_capacity_output_says_unproven_and_shows_other_reasons(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from infermeter.cli.capacity_cmd import print_capacity
+
+    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80,
+                          run=probe_runner(tmp_path, slow_every=13))
+    buf = StringIO()
+    print_capacity(Console(file=buf, width=250), out)
+    text = " ".join(buf.getvalue().split())
+    assert "below" not in text and "not proven at the lowest load, 5 req/s" in text
+    assert "ttft_p90<=100 needs 44 samples with none over, had 100 (8 over)" in text
+    client = {"client_error_bound_pct": {"ttft": 0.5, "itl": 12.0}, "cpu_utilization": 0.2}
+    (tmp_path / "b").mkdir()
+    out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80,
+                          run=probe_runner(tmp_path / "b", client=client))
+    buf = StringIO()
+    print_capacity(Console(file=buf, width=250), out)
+    text = " ".join(buf.getvalue().split())
+    assert "Capacity: at least 80 req/s" in text and "beside the answer (client-bound, bears on no SLO here)" in text
