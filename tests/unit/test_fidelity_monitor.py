@@ -82,7 +82,8 @@ def test_cpu_burn_in_the_loop_is_seen_and_flagged(run):
     burnt = _probe(run, burn=(4.0, 5.0))  # busy 4 ms of every 5: random instants wait ~1.6 ms
     assert burnt.loop_lag_mean_ms > 0.8
     assert burnt.loop_lag_mean_ms > 3 * idle.loop_lag_mean_ms
-    judge_client(burnt, mean_ttft_ms=50.0, mean_itl_ms=5.0)
+    # ~1.6 ms of lag is 1.6 % of a 100 ms TTFT (within the 5 % tolerance) and ~8 % of a 20 ms one
+    judge_client(burnt, mean_ttft_ms=10.0, mean_itl_ms=5.0)
     assert burnt.client_bound
     assert any("TTFT" in r for r in burnt.reasons) and any("inter-token" in r for r in burnt.reasons)
 
