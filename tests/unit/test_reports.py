@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from infermeter.reports.charts import Chart, palette
-from infermeter.reports.compare import compare_rows, warnings_for
+from infermeter.reports.compare import compare_groups, warnings_for
+from infermeter.reports.compare_sides import Group, Run
 from infermeter.reports.data import cell_from_result, load_experiments, load_run, mean_ci, memory_of, points_of
 from infermeter.reports.example import write_example_store
 from infermeter.reports.html import render_html
@@ -158,15 +159,19 @@ def test_markdown_escapes_pipes_and_html():
 
 
 def test_compare_deltas_and_unequal_work(tmp_path):
-    a = cell_from_result(_result(tput=1000, ttft=100), cell_id="a")
-    b = cell_from_result(_result(tput=1200, ttft=80), cell_id="b")
-    rows = {r.metric: r for r in compare_rows(a, b)}
-    assert rows["output_throughput"].delta == 200 and rows["output_throughput"].rel == pytest.approx(0.2)
-    assert rows["output_throughput"].better == "B" and rows["mean_ttft_ms"].better == "B"
+    ra, rb = _result(tput=1000, ttft=100), _result(tput=1200, ttft=80)
+    a, b = cell_from_result(ra, cell_id="a"), cell_from_result(rb, cell_id="b")
+    comp = compare_groups(Group(("x",), [Run(a, ra, None)]), Group(("x",), [Run(b, rb, None)]))
+    v = comp.verdict("mean_ttft_ms")
+    assert (v.a, v.b, v.diff) == (100, 80, -20) and v.rel == pytest.approx(-0.2)
+    assert v.verdict == "no verdict" and "per-request" in v.reason  # headline numbers alone are no evidence
+    assert comp.verdict("output_throughput").rel == pytest.approx(0.2)
     assert warnings_for(a, b) == []
-    c = cell_from_result(_result(out_tok=100, tput=1200, client_bound=True), cell_id="c")
-    rows = {r.metric: r for r in compare_rows(a, c)}
-    assert rows["output_throughput"].better == ""
+    rc = _result(out_tok=100, tput=1200, client_bound=True)
+    c = cell_from_result(rc, cell_id="c")
+    comp = compare_groups(Group(("x",), [Run(a, ra, None)]), Group(("x",), [Run(c, rc, None)]))
+    assert {x.verdict for x in comp.verdicts} == {"no verdict"}
+    assert any("128.0 vs 100.0" in r for r in comp.reasons)
     w = warnings_for(a, c)
     assert any("unequal work" in x and "128.0 vs 100.0" in x for x in w)
     assert any("client-bound" in x for x in w)

@@ -15,6 +15,7 @@ from typer._click import exceptions as click_exc  # typer vendors click
 
 # Command modules register themselves on import.
 from infermeter.cli import (  # noqa: F401  # noqa: F401  (client fidelity: shards, self-check)  # noqa: F401  (experiments: sweep, recipes, ls, show, import)  # noqa: F401  (servers under test: serve, lint)
+    baseline_cmd,  # noqa: F401  (saved baselines for compare)
     capacity_cmd,  # noqa: F401  (SLO capacity search)
     engine_cmd,
     lint_cmd,
