@@ -19,7 +19,10 @@ class ReportFiles:
     skipped: list[str] = field(default_factory=list)
 
 
-def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None = None) -> ReportFiles:
+def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None = None,
+                 baseline: list | None = None, baseline_lines: list[str] | None = None) -> ReportFiles:
+    """``baseline``/``baseline_lines``: verdict tables and lines against a baseline
+    (reports/compare_report.py), shown in their own section of the HTML report."""
     from infermeter.reports.charts import build_charts, require_matplotlib
     from infermeter.reports.html import render_html
     from infermeter.reports.markdown import render_markdown
@@ -64,7 +67,8 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
         files.charts.append(p)
     files.html.write_text(render_html(title=title, intro=intro, warnings=warnings, charts=charts, targets=tt,
                                       comparisons=comps, all_cells=all_cells_table(cells), errors=errors,
-                                      cell_warnings=cell_warnings), encoding="utf-8")
+                                      cell_warnings=cell_warnings, baseline=baseline,
+                                      baseline_lines=baseline_lines), encoding="utf-8")
     files.markdown.write_text(render_markdown(title=title, intro=intro, warnings=warnings, charts=charts, targets=tt,
                                               comparisons=comps), encoding="utf-8")
     return files

@@ -46,7 +46,8 @@ def _figure(c: Chart) -> str:
 
 def render_html(*, title: str, intro: list[str], warnings: list[str], charts: list[Chart], targets: Table,
                 comparisons: list[Table], all_cells: Table, errors: list[tuple[str, list[str]]],
-                cell_warnings: list[tuple[str, list[str]]]) -> str:
+                cell_warnings: list[tuple[str, list[str]]], baseline: list[Table] | None = None,
+                baseline_lines: list[str] | None = None) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
@@ -56,6 +57,10 @@ def render_html(*, title: str, intro: list[str], warnings: list[str], charts: li
                  '<a href="#cells">Every cell</a><a href="#problems">Errors and warnings</a></nav>')
     parts += [f'<p class="warn">{escape(w)}</p>' for w in warnings]
     parts.append(_table(targets))
+    if baseline:  # the verdicts of 'infermeter compare' against --baseline (reports/compare_report.py)
+        parts.append('<h2 id="baseline">Against the baseline</h2>')
+        parts += [f'<p class="note">{escape(line)}</p>' for line in baseline_lines or []]
+        parts += [_table(t) for t in baseline]
     parts.append('<h2 id="charts">Charts</h2>')
     if not charts:
         parts.append('<p class="note">No chart: the data holds no series of two or more load points.</p>')
