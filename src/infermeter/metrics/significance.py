@@ -142,11 +142,11 @@ def resamples_for(size_a: int, size_b: int, n_boot: int = DEFAULT_RESAMPLES, bud
 def bootstrap_compare(a: Sequence[float], b: Sequence[float], stats: Sequence[str], *,
                       a_owner: Sequence[int] | None = None, b_owner: Sequence[int] | None = None,
                       confidence: float = 0.95, n_boot: int = DEFAULT_RESAMPLES, seed: int = 0,
-                      budget: int = BUDGET) -> dict[str, Difference]:
+                      budget: int = BUDGET, unit: str = "request") -> dict[str, Difference]:
     """Bootstrap intervals of B − A for each statistic in ``stats`` (mean, std, median, pNN).
 
-    ``a_owner``/``b_owner`` name the unit (request) each value belongs to; values of one
-    unit are resampled together.  Without them every value is its own unit.  A side with
+    ``a_owner``/``b_owner`` name the unit (``unit``: a request, a block of requests) each
+    value belongs to; values of one unit are resampled together.  Without them every value is its own unit.  A side with
     no value gives a ``Difference`` whose numbers are None (never 0).
     """
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -155,7 +155,7 @@ def bootstrap_compare(a: Sequence[float], b: Sequence[float], stats: Sequence[st
     units_a = int(np.unique(a_owner).size) if a_owner is not None and xa.size else int(xa.size)
     units_b = int(np.unique(b_owner).size) if b_owner is not None and xb.size else int(xb.size)
     boots = resamples_for(xa.size, xb.size, n_boot, budget)
-    unit_word = "request" if a_owner is not None else "value"
+    unit_word = unit if a_owner is not None else "value"
     method = f"bootstrap ({boots} resamples by {unit_word}, percentile interval)"
     out: dict[str, Difference] = {}
     if units_a < 2 or units_b < 2:
@@ -215,8 +215,37 @@ def average_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ranks, counts
 
 
-def mann_whitney(a: Sequence[float], b: Sequence[float]) -> RankTest | None:
-    """The rank test of "A and B come from the same distribution"; None when a side is empty."""
+def cluster_variances(values: np.ndarray, blocks: np.ndarray) -> tuple[float, float]:
+    """(variance of the mean when the blocks are the independent units, variance of the mean
+    when every value is): the cluster-robust (linearised) estimate and var/n."""
+    n = values.size
+    uniq, inv = np.unique(blocks, return_inverse=True)
+    k = uniq.size
+    if n < 2 or k < 2:
+        return float("nan"), float("nan")
+    mean = float(values.mean())
+    resid = np.bincount(inv, weights=values - mean)  # per block: sum of (y - mean)
+    v_block = k / (k - 1) * float((resid ** 2).sum()) / n ** 2
+    return v_block, float(values.var(ddof=1)) / n
+
+
+def design_effect(a: np.ndarray, b: np.ndarray, a_blocks: np.ndarray, b_blocks: np.ndarray) -> float:
+    """How much the blocks inflate the variance of the two sides' mean ranks (at least 1)."""
+    ranks, _ = average_ranks(np.concatenate([a, b]))
+    va, ia = cluster_variances(ranks[:a.size], a_blocks)
+    vb, ib = cluster_variances(ranks[a.size:], b_blocks)
+    if not all(math.isfinite(x) for x in (va, ia, vb, ib)) or ia + ib <= 0:
+        return 1.0
+    return max(1.0, (va + vb) / (ia + ib))
+
+
+def mann_whitney(a: Sequence[float], b: Sequence[float], a_blocks: Sequence[int] | None = None,
+                 b_blocks: Sequence[int] | None = None) -> RankTest | None:
+    """The rank test of "A and B come from the same distribution"; None when a side is empty.
+
+    With ``a_blocks``/``b_blocks`` (values close in time, which share the machine's state),
+    z is divided by the square root of the design effect: the variance inflation of the
+    sides' mean ranks that the blocks show (never below 1)."""
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     n1, n2 = int(xa.size), int(xb.size)
     if n1 == 0 or n2 == 0:
@@ -229,10 +258,15 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> RankTest | None:
     var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
     if var <= 0:  # every value equal
         return RankTest(u1, 0.0, 1.0, 0.5, n1, n2)
+    method = RankTest.method
+    if a_blocks is not None and b_blocks is not None:
+        deff = design_effect(xa, xb, np.asarray(a_blocks), np.asarray(b_blocks))
+        var *= deff
+        method += f", z divided by the blocks' design effect sqrt({deff:.2f})"
     dev = abs(u1 - mu)
     z = max(dev - 0.5, 0.0) / math.sqrt(var)
     p = min(1.0, 2.0 * (1.0 - NormalDist().cdf(z)))
-    return RankTest(u1, math.copysign(z, u1 - mu), p, u1 / (n1 * n2), n1, n2)
+    return RankTest(u1, math.copysign(z, u1 - mu), p, u1 / (n1 * n2), n1, n2, method)
 
 
 def welch_compare(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,

@@ -3,15 +3,17 @@
 A *side* is a result JSON file, a store's cell folder, an experiment folder, or a saved
 baseline.  Each side's runs are put in *groups* by their coordinates (target, workload,
 load); the groups of A and B with the same coordinates are compared (two single runs are
-compared whatever their coordinates).  The repeats of a group are pooled for latency.
+compared whatever their coordinates).  A group's runs are its repeats.
 
 Per group and metric (vLLM's result keys):
 
-* latency statistics (``mean_ttft_ms``, ``p99_itl_ms``, ...): a bootstrap interval of
-  B − A on the per-request samples (the records file, else the result's ``ttfts``/``itls``
-  arrays), resampled by request (metrics/significance.py);
+* latency statistics (``mean_ttft_ms``, ``p99_itl_ms``, ...): with one run on a side, a
+  bootstrap interval of B − A on the per-request samples (the records file, else the
+  result's ``ttfts``/``itls`` arrays), resampled by request (metrics/significance.py);
+  with 2+ repeats on both sides, Welch's interval over the runs' own values, so that
+  run-to-run noise (a busy machine, another tenant) counts;
 * each latency's distribution (``ttft_distribution``, ...): the Mann-Whitney rank test on
-  one value per request (for ITL, the request's mean gap);
+  one value per request (for ITL, the request's mean gap; repeats pooled);
 * throughput: Welch's interval over the repeats when both sides have two or more.
 
 A metric is ``better`` or ``worse`` when its interval excludes 0 (the rank test: p below
@@ -29,8 +31,9 @@ import numpy as np
 
 from infermeter.core.notices import Notice
 from infermeter.errors import UserError
-from infermeter.metrics.significance import Difference, bootstrap_compare, mann_whitney, welch_compare
-from infermeter.reports.compare_sides import FAMILIES, Group, Run, group_samples
+from infermeter.metrics.significance import (Difference, bootstrap_compare, mann_whitney, point_estimate,
+                                             welch_compare)
+from infermeter.reports.compare_sides import BLOCKS, FAMILIES, Group, Run, group_samples
 from infermeter.reports.data import METRICS, Cell
 FAMILY_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E latency"}
 THROUGHPUT_KEYS = ("request_throughput", "output_throughput", "total_token_throughput")
@@ -39,6 +42,7 @@ INFO_KEYS = ("completed", "failed", "duration", "output_tokens_per_request")
 LATENCY_KEY = re.compile(r"^(mean|median|std|p\d{1,3}(?:\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
 DISTRIBUTION_KEY = re.compile(r"^(ttft|tpot|itl|e2el)_distribution$")
 TIE = 0.01  # output tokens per request differing by more than this fraction: unequal work
+BLOCK_WORDS = f"block ({BLOCKS} blocks of consecutive requests per run)"
 
 
 # ---------------------------------------------------------------------- keys
@@ -234,8 +238,12 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
     reasons += [x for r in b.runs for x in validity_reasons("B", r)] + work_reasons(a, b)
     sa, sb = group_samples(a), group_samples(b)
     notes = []
-    if len(a.runs) > 1 or len(b.runs) > 1:
-        notes.append(f"latency: the requests of {len(a.runs)} vs {len(b.runs)} runs pooled per side")
+    if len(a.runs) >= 2 and len(b.runs) >= 2:
+        notes.append(f"latency statistics: Welch over the {len(a.runs)} vs {len(b.runs)} runs' own values (so "
+                     "run-to-run noise counts); the rank tests pool the runs' requests")
+    elif len(a.runs) > 1 or len(b.runs) > 1:
+        notes.append(f"latency: the requests of {len(a.runs)} vs {len(b.runs)} runs pooled per side (repeats on "
+                     "both sides would let run-to-run noise count)")
     for name, s in (("A", sa), ("B", sb)):
         if s.source != "records":
             notes.append(f"{name}: per-request samples from the result's ttfts/itls arrays (no records file): "
@@ -257,15 +265,19 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
                                           _headline(a, k), _headline(b, k))
             continue
         if reason:
-            from infermeter.metrics.significance import point_estimate
-
             for s, k in fam_keys.items():
                 verdicts[k] = _no_verdict(k, reason, confidence, point_estimate(va, s), point_estimate(vb, s))
             continue
-        owners = fam == "itl"
-        diffs = bootstrap_compare(va, vb, stats, a_owner=sa.owners[fam] if owners else None,
-                                  b_owner=sb.owners[fam] if owners else None, confidence=confidence,
-                                  n_boot=n_boot, seed=seed)
+        if len(sa.runs) >= 2 and len(sb.runs) >= 2:  # repeats: run-to-run noise is in the spread of runs
+            for s, k in fam_keys.items():
+                xa = [point_estimate(p.values[fam], s) for p in sa.runs if p.values.get(fam) is not None]
+                xb = [point_estimate(p.values[fam], s) for p in sb.runs if p.values.get(fam) is not None]
+                d = welch_compare([x for x in xa if x is not None], [x for x in xb if x is not None], confidence,
+                                  statistic=f"{s} per run")
+                verdicts[k] = _from_difference(k, d, False, "ms")
+            continue
+        diffs = bootstrap_compare(va, vb, stats, a_owner=sa.blocks[fam], b_owner=sb.blocks[fam],
+                                  confidence=confidence, n_boot=n_boot, seed=seed, unit=BLOCK_WORDS)
         for s, k in fam_keys.items():
             verdicts[k] = _from_difference(k, diffs[s], False, "ms")
     # distributions: the rank test on one value per request
@@ -276,7 +288,7 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
         if reason:
             verdicts[k] = _no_verdict(k, reason, confidence)
             continue
-        test = mann_whitney(ra, rb)
+        test = mann_whitney(ra, rb, sa.request_blocks(fam), sb.request_blocks(fam))
         if test is None:
             verdicts[k] = _no_verdict(k, f"no {FAMILY_LABEL[fam]} samples in {'A' if ra.size == 0 else 'B'}",
                                       confidence)

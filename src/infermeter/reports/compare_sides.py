@@ -4,7 +4,7 @@ per-request samples and their provenance (reports/compare.py judges them)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,36 +115,53 @@ def pair_groups(runs_a: list[Run], runs_b: list[Run]) -> tuple[list[tuple[Group,
 
 
 # ---------------------------------------------------------------------- per-request samples
+BLOCKS = 20  # per run: the bootstrap resamples blocks of consecutive requests (by send time)
+
+
 @dataclass
 class Samples:
     values: dict[str, np.ndarray]  # family -> ms values
     owners: dict[str, np.ndarray]  # family -> the request each value belongs to
     source: str  # "records" or "result arrays"
+    runs: list["Samples"] = field(default_factory=list)  # each run's own samples (a pooled group's parts)
+    blocks: dict[str, np.ndarray] = field(default_factory=dict)  # family -> the time block of each value
 
     def per_request(self, family: str) -> np.ndarray:
         """One value per request (ITL: the request's mean gap), for the rank test."""
         v = self.values.get(family)
         if v is None or family != "itl" or v.size == 0:
             return v if v is not None else np.empty(0)
-        owners = self.owners[family]
-        uniq, inv = np.unique(owners, return_inverse=True)
+        _, inv = np.unique(self.owners[family], return_inverse=True)
         return np.bincount(inv, weights=v) / np.bincount(inv)
 
+    def request_blocks(self, family: str) -> np.ndarray:
+        """The time block of each value of ``per_request(family)``."""
+        b = self.blocks.get(family, np.empty(0, dtype=np.int64))
+        if family != "itl" or b.size == 0:
+            return b
+        uniq, first = np.unique(self.owners[family], return_index=True)
+        return b[first]
 
-def run_samples(run: Run) -> Samples:
+
+def run_samples(run: Run, blocks: int = BLOCKS) -> Samples:
     """Per-request samples in ms: the records file (measured requests, warm-up excluded) when it
-    is there, else the result's vLLM arrays (TTFT and ITL only: they hold no per-request E2EL)."""
+    is there, else the result's vLLM arrays (TTFT and ITL only: they hold no per-request E2EL).
+    Each value also gets its request's time block: the requests in send order cut into
+    ``blocks`` runs of consecutive requests (requests close in time share the machine's state,
+    so they are not independent evidence)."""
     im = run.result.get("infermeter") or {}
     rf = im.get("records_file")
     path = run.folder / Path(str(rf)).name if rf and run.folder is not None else None
     vals: dict[str, list[float]] = {f: [] for f in FAMILIES}
     owners: dict[str, list[int]] = {f: [] for f in FAMILIES}
+    sent: dict[int, float] = {}
     if path is not None and path.is_file():
         from infermeter.storage.files import read_records
 
         for pos, r in enumerate(read_records(path)):
             if not r.ok or r.warmup:
                 continue
+            sent[pos] = r.sent if r.sent is not None else float(pos)
             for fam, v in (("ttft", r.ttft), ("tpot", r.tpot), ("e2el", r.e2el)):
                 if v is not None:
                     vals[fam].append(v * 1e3)
@@ -157,9 +174,10 @@ def run_samples(run: Run) -> Samples:
         ttfts, itls, errors = run.result.get("ttfts"), run.result.get("itls"), run.result.get("errors") or []
         if not isinstance(ttfts, list):
             return Samples({}, {}, "none")
-        for pos, t in enumerate(ttfts):
+        for pos, t in enumerate(ttfts):  # vLLM keeps the dataset's order: the send order
             if pos < len(errors) and errors[pos] or not isinstance(t, (int, float)):
                 continue
+            sent[pos] = float(pos)
             vals["ttft"].append(float(t) * 1e3)
             owners["ttft"].append(pos)
             gaps = itls[pos] if isinstance(itls, list) and pos < len(itls) and isinstance(itls[pos], list) else []
@@ -167,20 +185,24 @@ def run_samples(run: Run) -> Samples:
             owners["itl"].extend([pos] * len(gaps))
         vals.pop("tpot"), vals.pop("e2el")
         source = "result arrays"
+    order = sorted(sent, key=lambda p: (sent[p], p))
+    block_of = {p: i * blocks // max(len(order), 1) for i, p in enumerate(order)}
     return Samples({f: np.asarray(v, dtype=float) for f, v in vals.items()},
-                   {f: np.asarray(owners[f], dtype=np.int64) for f in vals}, source)
+                   {f: np.asarray(owners[f], dtype=np.int64) for f in vals}, source,
+                   blocks={f: np.asarray([block_of[p] for p in owners[f]], dtype=np.int64) for f in vals})
 
 
-def group_samples(group: Group) -> Samples:
-    """The repeats' samples pooled (request numbers kept apart per run)."""
-    parts = [run_samples(r) for r in group.runs]
+def group_samples(group: Group, blocks: int = BLOCKS) -> Samples:
+    """The repeats' samples pooled (requests and blocks kept apart per run)."""
+    parts = [run_samples(r, blocks) for r in group.runs]
     fams = [f for f in FAMILIES if all(f in p.values for p in parts)]
-    values, owners = {}, {}
+    values, owners, blk = {}, {}, {}
     for f in fams:
         values[f] = np.concatenate([p.values[f] for p in parts])
         owners[f] = np.concatenate([p.owners[f] + i * (1 << 40) for i, p in enumerate(parts)])
+        blk[f] = np.concatenate([p.blocks[f] + i * blocks for i, p in enumerate(parts)])
     sources = sorted({p.source for p in parts})
-    return Samples(values, owners, "+".join(sources))
+    return Samples(values, owners, "+".join(sources), parts, blk)
 
 
 # ---------------------------------------------------------------------- provenance
