@@ -69,7 +69,7 @@ def _side(path: str) -> list:
 def compare(
     runs: Annotated[list[str], typer.Argument(help="A B: two result JSON files, cell folders or experiment folders "
                                                    "(cells paired by target, workload and load); with --baseline "
-                                                   "only B")],
+                                                   "only B", metavar="A B")],
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Side A is this saved baseline "
                                                                         "('infermeter baseline save NAME ...')")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Baselines folder (default $INFERMETER_BASELINES, "
@@ -91,6 +91,8 @@ def compare(
     resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples (fewer for very large "
                                                                "samples: the work is bounded)")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (same inputs, same verdicts)")] = 0,
+    blocks: Annotated[int, typer.Option("--blocks", help="Blocks of consecutive requests per run that the bootstrap "
+                                                         "resamples (0: single requests, as if independent)")] = 20,
 ) -> None:
     """Is B better, worse, or not significantly different from A?  Statistical verdicts per metric on the
     per-request records; with --fail-if, an exit code for CI (docs/ci.md)."""
@@ -105,6 +107,8 @@ def compare(
 
     if not 0.5 <= confidence < 1.0:
         raise UserError(f"--confidence {confidence:g} is outside 0.5-0.999", "use e.g. --confidence 0.95")
+    if not 0 <= blocks <= 1000:
+        raise UserError(f"--blocks {blocks} is outside 0-1000", "use the default 20 (0: single requests)")
     if resamples < 100:
         raise UserError(f"--resamples {resamples} is too few for a 95 % interval", "use 1000 (at least 100)")
     thresholds = [parse_fail_if(e) for e in fail_if or []]
@@ -124,7 +128,7 @@ def compare(
         parse_key(key)
     report = build(_side(str(path_a)), _side(name_b), name_a, name_b, keys=list(metric) if metric else None,
                    thresholds=thresholds, confidence=confidence, resamples=resamples, seed=seed,
-                   fail_on_no_verdict=fail_on_no_verdict)
+                   fail_on_no_verdict=fail_on_no_verdict, blocks=blocks)
     if markdown:
         from pathlib import Path
 

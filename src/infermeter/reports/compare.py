@@ -42,7 +42,6 @@ INFO_KEYS = ("completed", "failed", "duration", "output_tokens_per_request")
 LATENCY_KEY = re.compile(r"^(mean|median|std|p\d{1,3}(?:\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
 DISTRIBUTION_KEY = re.compile(r"^(ttft|tpot|itl|e2el)_distribution$")
 TIE = 0.01  # output tokens per request differing by more than this fraction: unequal work
-BLOCK_WORDS = f"block ({BLOCKS} blocks of consecutive requests per run)"
 
 
 # ---------------------------------------------------------------------- keys
@@ -231,12 +230,15 @@ class GroupComparison:
 
 
 def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confidence: float = 0.95,
-                   n_boot: int = 1000, seed: int = 0) -> GroupComparison:
+                   n_boot: int = 1000, seed: int = 0, blocks: int = BLOCKS) -> GroupComparison:
+    """Every metric of ``keys``.  ``blocks``: blocks of consecutive requests per run that the
+    bootstrap resamples (0: single requests, as if they were independent)."""
     keys = list(keys or default_keys())
     parsed = {k: parse_key(k) for k in keys}
     reasons = [x for r in a.runs for x in validity_reasons("A", r)]
     reasons += [x for r in b.runs for x in validity_reasons("B", r)] + work_reasons(a, b)
-    sa, sb = group_samples(a), group_samples(b)
+    sa, sb = group_samples(a, max(blocks, 1)), group_samples(b, max(blocks, 1))
+    unit = "request" if blocks <= 0 else f"block ({blocks} blocks of consecutive requests per run)"
     notes = []
     if len(a.runs) >= 2 and len(b.runs) >= 2:
         notes.append(f"latency statistics: Welch over the {len(a.runs)} vs {len(b.runs)} runs' own values (so "
@@ -276,8 +278,9 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
                                   statistic=f"{s} per run")
                 verdicts[k] = _from_difference(k, d, False, "ms")
             continue
-        diffs = bootstrap_compare(va, vb, stats, a_owner=sa.blocks[fam], b_owner=sb.blocks[fam],
-                                  confidence=confidence, n_boot=n_boot, seed=seed, unit=BLOCK_WORDS)
+        own = (sa.owners, sb.owners) if blocks <= 0 else (sa.blocks, sb.blocks)
+        diffs = bootstrap_compare(va, vb, stats, a_owner=own[0][fam], b_owner=own[1][fam],
+                                  confidence=confidence, n_boot=n_boot, seed=seed, unit=unit)
         for s, k in fam_keys.items():
             verdicts[k] = _from_difference(k, diffs[s], False, "ms")
     # distributions: the rank test on one value per request
@@ -288,7 +291,8 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
         if reason:
             verdicts[k] = _no_verdict(k, reason, confidence)
             continue
-        test = mann_whitney(ra, rb, sa.request_blocks(fam), sb.request_blocks(fam))
+        test = (mann_whitney(ra, rb) if blocks <= 0 else
+                mann_whitney(ra, rb, sa.request_blocks(fam), sb.request_blocks(fam)))
         if test is None:
             verdicts[k] = _no_verdict(k, f"no {FAMILY_LABEL[fam]} samples in {'A' if ra.size == 0 else 'B'}",
                                       confidence)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infermeter.reports.compare import GroupComparison, compare_groups, parse_key, warnings_for
-from infermeter.reports.compare_sides import Run, pair_groups, provenance_of
+from infermeter.reports.compare_sides import BLOCKS, Run, pair_groups, provenance_of
 from infermeter.reports.gate import EXIT_NO_VERDICT, EXIT_REGRESSION, GateResult, Threshold, evaluate, exit_code
 from infermeter.reports.tables import Table, fmt_value
 
@@ -57,7 +57,7 @@ def json_safe(x: Any) -> Any:
 
 def build(runs_a: list[Run], runs_b: list[Run], name_a: str, name_b: str, *, keys: list[str] | None = None,
           thresholds: list[Threshold] | None = None, confidence: float = 0.95, resamples: int = 1000,
-          seed: int = 0, fail_on_no_verdict: bool = False) -> CompareReport:
+          seed: int = 0, fail_on_no_verdict: bool = False, blocks: int = BLOCKS) -> CompareReport:
     from infermeter.reports.compare import default_keys
 
     thresholds = thresholds or []
@@ -66,7 +66,8 @@ def build(runs_a: list[Run], runs_b: list[Run], name_a: str, name_b: str, *, key
     for k in keys:
         parse_key(k)
     pairs, unpaired = pair_groups(runs_a, runs_b)
-    comps = [compare_groups(ga, gb, keys, confidence=confidence, n_boot=resamples, seed=seed) for ga, gb in pairs]
+    comps = [compare_groups(ga, gb, keys, confidence=confidence, n_boot=resamples, seed=seed, blocks=blocks)
+             for ga, gb in pairs]
     gate = evaluate(thresholds, comps)
     warnings = []
     for ga, gb in pairs:

@@ -79,7 +79,7 @@ def _fmt_change(t: Threshold, x: float | None) -> str:
 
 def check(t: Threshold, v: Verdict, group: str) -> GateResult:
     if v.verdict == "no verdict":
-        return GateResult(t, group, "no verdict", None, f"{t.text}: no verdict ({v.reason})")
+        return GateResult(t, group, "no verdict", None, f"{t.text}: no verdict: {v.reason}")
     change = v.rel if t.relative else v.diff
     if change is None:
         return GateResult(t, group, "no verdict", None, f"{t.text}: no relative change (A is 0)")
