@@ -61,7 +61,7 @@ def test_too_few_samples_for_p99_is_na_not_invalid(test_server, tokenizer_dir, t
     server = test_server(ttft_ms=5, itl_ms=1)
     code = main(["run", "--base-url", server.base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
                  "--random-input-len", "16", "--random-output-len", "8", "--ignore-eos", "--num-prompts", "10",
-                 "--result-dir", str(tmp_path), "--result-filename", "r.json", "--disable-tqdm"])
+                 "--metric-percentiles", "95,99", "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json", "--disable-tqdm"])
     assert code == 0
     r = json.loads((tmp_path / "r.json").read_text())
     v = r["infermeter"]["validity"]
@@ -81,11 +81,13 @@ def test_every_request_failing_has_no_latency_and_is_marked(test_server, tokeniz
     server = test_server(ttft_ms=5, itl_ms=1, faults=[{"mode": "http_500"}])
     code = main(["run", "--base-url", server.base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
                  "--random-input-len", "16", "--random-output-len", "8", "--num-prompts", "6",
-                 "--result-dir", str(tmp_path), "--result-filename", "r.json", "--disable-tqdm"])
+                 "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json", "--disable-tqdm"])
     assert code != 0  # failed requests: a non-zero exit
     r = json.loads((tmp_path / "r.json").read_text())
-    for name in ("ttft", "tpot", "itl", "e2el"):
+    for name in ("ttft", "tpot", "itl"):  # vLLM's default --percentile-metrics: top-level keys
         assert r[f"mean_{name}_ms"] is None and r[f"median_{name}_ms"] is None and r[f"p99_{name}_ms"] is None
+    full = r["infermeter"]["metrics_ms"]  # the rest of infermeter's statistics
+    assert full["mean_e2el_ms"] is None and full["p99_e2el_ms"] is None
     from infermeter.metrics.validity import has_success
 
     assert not has_success(r) and r["infermeter"]["validity"]["label"] == "INVALID"

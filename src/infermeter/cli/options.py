@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
             kw.pop("type", None)
         note = {"same": "", "different": "differs from vLLM: ", "rejected": "not supported: "}[o.status]
         kw["help"] = (note + o.note) if (note or o.note) else None
-        vllm.add_argument(o.flag, **kw)
+        short = kw.pop("short", ())  # infermeter's own short spellings, which vLLM does not define
+        vllm.add_argument(o.flag, *short, **kw)
     own = parser.add_argument_group("infermeter options")
     for flags, kw in OWN_OPTIONS:
         own.add_argument(*flags, **kw)

@@ -55,13 +55,13 @@ def selfcheck(
         table.add_column(col, justify="right")
 
     def show(p: sc.PointResult) -> None:
-        console.print(f"  C={p.concurrency:<5} ITL={p.itl_ms:g} ms: TTFT {p.mean_ttft_ms:.2f} ms "
-                      f"(true {p.truth_mean_ttft_ms or float('nan'):.2f}), ITL {p.mean_itl_ms:.3f} ms, "
+        console.print(f"  C={p.concurrency:<5} ITL={p.itl_ms:g} ms: TTFT {_f(p.mean_ttft_ms)} ms "
+                      f"(true {_f(p.truth_mean_ttft_ms)}), ITL {_f(p.mean_itl_ms, 3)} ms, "
                       f"{p.output_tok_s:,.0f} tok/s", highlight=False)
         table.add_row(str(p.concurrency), f"{p.itl_ms:g}",
-                      f"{p.mean_ttft_ms:.2f}/{_f(p.truth_mean_ttft_ms)}", _pct(p.ttft_error),
-                      f"{p.p99_ttft_ms:.2f}/{_f(p.truth_p99_ttft_ms)}", _pct(p.p99_ttft_error),
-                      f"{p.mean_itl_ms:.3f}/{_f(p.truth_mean_itl_ms, 3)}", _pct(p.itl_error),
+                      f"{_f(p.mean_ttft_ms)}/{_f(p.truth_mean_ttft_ms)}", _pct(p.ttft_error),
+                      f"{_f(p.p99_ttft_ms)}/{_f(p.truth_p99_ttft_ms)}", _pct(p.p99_ttft_error),
+                      f"{_f(p.mean_itl_ms, 3)}/{_f(p.truth_mean_itl_ms, 3)}", _pct(p.itl_error),
                       f"{_pct(p.ttft_vs_injected)}/{_pct(p.itl_vs_injected)}", f"{p.output_tok_s:,.0f}",
                       f"{p.client_cpu_s:.2f}", f"{p.loop_lag_mean_ms:.3f}", "YES" if p.client_bound else "no")
 

@@ -145,8 +145,9 @@ VLLM_OPTIONS: tuple[VOpt, ...] = (
     _o("--endpoint", "different", "vLLM's default is /v1/completions for every backend (openai-chat then "
        "fails); infermeter's default is the backend's own path (/v1/chat/completions for openai-chat, "
        "/generate_stream for tgi)", ("endpoint",), type=str, default=None),
-    _o("--header", "same", "KEY=VALUE pairs, space-separated, as in vLLM ('Name: value' is accepted too)",
-       ("headers",), metavar="KEY=VALUE", nargs="*"),
+    _o("--header", "different", "KEY=VALUE pairs, space-separated, as in vLLM ('Name: value' and the short "
+       "spelling -H are accepted too; a repeated --header adds its pairs where vLLM keeps only the last)",
+       ("headers",), metavar="KEY=VALUE", nargs="*", action="extend", short=("-H",)),
     _o("--max-concurrency", "same", "", ("max_concurrency",), type=int, default=None),
     _o("--model", "same", "default: the server's first model; the result's model_id holds --model, "
        "the requests carry --served-model-name when given", ("model",), type=str, default=None),

@@ -47,7 +47,7 @@ class PointResult:
     completed: int
     failed: int
     mean_ttft_ms: float  # reported by the client
-    p99_ttft_ms: float
+    p99_ttft_ms: float | None  # None: too few samples for a p99
     mean_itl_ms: float
     truth_mean_ttft_ms: float | None  # server's first write minus the client's send
     truth_p99_ttft_ms: float | None

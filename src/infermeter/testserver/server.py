@@ -4,128 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import random
 import signal
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from .. import __version__
-from . import protocol as P
 from .config import FaultRule, TestServerConfig
-from .stats import CLIENT_DISCONNECT, FAULT, OK, REJECTED, Metrics, RequestRecord, Stats
+from .requests import OPENAI, TGI, Gen, Reject, error_response, json_response, parse_request
+from .stats import FAULT, OK, REJECTED, Metrics, RequestRecord, Stats
+from .writer import POINT_MODES, ActiveFault, ResponseWriter, sleep_until
 
 perf_counter = time.perf_counter
 
-#: a token is written when it is due within this many seconds (timer granularity)
-SLACK_S = 50e-6
 
-#: faults that fire at a token position (``after``)
-_POINT_MODES = frozenset(
-    {"reset", "stall", "bad_json", "no_data", "oversized", "tgi_overloaded", "die"}
-)
-#: point faults that end the response
-_TERMINAL_MODES = frozenset({"reset", "tgi_overloaded", "die"})
-
-_OPENAI_ERROR_TYPES = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    403: "PermissionDeniedError",
-    404: "NotFoundError",
-    408: "RequestTimeoutError",
-    413: "BadRequestError",
-    422: "UnprocessableEntityError",
-    429: "RateLimitError",
-    500: "InternalServerError",
-    502: "BadGatewayError",
-    503: "ServiceUnavailableError",
-    504: "GatewayTimeoutError",
-}
-_TGI_ERROR_TYPES = {
-    400: "validation",
-    422: "validation",
-    424: "generation",
-    429: "overloaded",
-    500: "generation",
-    503: "overloaded",
-}
-
-SSE_HEADERS_OPENAI = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-}
-SSE_HEADERS_TGI = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-
-OPENAI = "openai"
-TGI = "tgi"
-
-
-async def sleep_until(t: float) -> None:
-    """Sleep until ``perf_counter() >= t - SLACK_S`` (never returns early)."""
-    d = t - perf_counter()
-    while d > SLACK_S:
-        await asyncio.sleep(d)
-        d = t - perf_counter()
-
-
-@dataclass(slots=True)
-class ActiveFault:
-    mode: str
-    after: int
-    seconds: float
-    size: int
-    rst: bool
-    kind: str
-
-    @property
-    def http_status(self) -> int | None:
-        if self.mode.startswith("http_"):
-            return int(self.mode[5:])
-        return None
-
-
-class _Reject(Exception):
-    """Validation failure: answer ``status`` with an API-shaped error."""
-
-    def __init__(self, status: int, message: str, error_type: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-
-
-@dataclass(slots=True)
-class _Gen:
-    api: str  # OPENAI | TGI
-    chat: bool
-    stream: bool
-    model: str
-    prompt_tokens: int
-    max_tokens: int
-    n: int
-    finish: str
-    include_usage: bool
-    details: bool
-    compat_list: bool  # TGI "POST /" non-streaming answers a list
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
-
-
-class TestServer:
+class TestServer(ResponseWriter):
     """State and handlers of one test server (one per process normally)."""
 
     __test__ = False  # not a pytest test class
@@ -185,17 +83,17 @@ class TestServer:
             }
             for name in cfg.served_models
         ]
-        return _json({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def h_health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
 
     async def h_version(self, request: web.Request) -> web.Response:
-        return _json({"version": __version__, "server": "infermeter-testserver"})
+        return json_response({"version": __version__, "server": "infermeter-testserver"})
 
     async def h_info(self, request: web.Request) -> web.Response:
         cfg = self.config
-        return _json(
+        return json_response(
             {
                 "model_id": cfg.model,
                 "model_sha": None,
@@ -225,11 +123,11 @@ class TestServer:
         snap["config"] = self.config.model_dump()
         if self.config.keep_bodies and request.query.get("bodies", "0").lower() in ("1", "true", "yes"):
             snap["bodies"] = list(self.bodies)
-        return _json(snap)
+        return json_response(snap)
 
     async def h_stats_reset(self, request: web.Request) -> web.Response:
         self.stats.reset()
-        return _json({"reset": True, "since_epoch": self.stats.since_epoch})
+        return json_response({"reset": True, "since_epoch": self.stats.since_epoch})
 
     # ------------------------------------------------------- generation APIs
     async def h_completions(self, request: web.Request) -> web.StreamResponse:
@@ -268,20 +166,20 @@ class TestServer:
                 raw = await request.read()
                 body = orjson.loads(raw) if raw else {}
                 if not isinstance(body, dict):
-                    raise _Reject(400, "request body must be a JSON object")
+                    raise Reject(400, "request body must be a JSON object")
                 if self.config.keep_bodies:
                     self.bodies.append({"path": request.path, "headers": {str(k): v for k, v in request.headers.items()},
                                         "body": body})
                 fault = self._pick_fault(request, rec.seq)
-                gen = self._parse(body, api, chat, stream, compat)
-            except _Reject as e:
+                gen = parse_request(self.config, self._models, body, api, chat, stream, compat)
+            except Reject as e:
                 rec.outcome = REJECTED
                 rec.status = e.status
-                return self._error(api, e.status, e.message, e.error_type)
+                return error_response(api, e.status, e.message, e.error_type)
             except orjson.JSONDecodeError as e:
                 rec.outcome = REJECTED
                 rec.status = 400
-                return self._error(api, 400, f"invalid JSON body: {e}")
+                return error_response(api, 400, f"invalid JSON body: {e}")
             rec.stream = gen.stream
             rec.prompt_tokens = gen.prompt_tokens
             rec.max_tokens = gen.max_tokens
@@ -296,13 +194,13 @@ class TestServer:
                     if fault.seconds:
                         await sleep_until(arrival_perf + fault.seconds)
                     headers = {"Retry-After": "1"} if status in (429, 503) else None
-                    return self._error(
+                    return error_response(
                         api, status, f"injected fault {fault.mode}", headers=headers
                     )
                 if fault.mode == "die" and not self.config.allow_die:
                     rec.outcome = REJECTED
                     rec.status = 400
-                    return self._error(
+                    return error_response(
                         api, 400, "fault 'die' is disabled; start the server with --allow-die"
                     )
             if gen.stream:
@@ -337,7 +235,7 @@ class TestServer:
             try:
                 rule = FaultRule.parse(hdr)
             except ValueError as e:
-                raise _Reject(400, f"invalid X-Test-Fault header: {e}") from None
+                raise Reject(400, f"invalid X-Test-Fault header: {e}") from None
         else:
             for r in self._rules:
                 if r.every:
@@ -366,115 +264,6 @@ class TestServer:
             rst=rule.rst,
             kind=rule.kind,
         )
-
-    def _parse(
-        self, body: dict, api: str, chat: bool, stream: bool | None, compat: bool
-    ) -> _Gen:
-        cfg = self.config
-        if api == OPENAI:
-            model = body.get("model")
-            if model is None:
-                model = cfg.model
-            elif model not in self._models:
-                raise _Reject(404, f"The model `{model}` does not exist.", "NotFoundError")
-            if chat:
-                words = _chat_words(body.get("messages"))
-                max_tokens = body.get("max_completion_tokens")
-                if max_tokens is None:
-                    max_tokens = body.get("max_tokens")
-            else:
-                words = _prompt_words(body.get("prompt"))
-                max_tokens = body.get("max_tokens")
-            do_stream = bool(body.get("stream", False))
-            so = body.get("stream_options") or {}
-            include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
-            ignore_eos = bool(body.get("ignore_eos", False))
-            details = False
-        else:
-            model = cfg.model
-            inputs = body.get("inputs")
-            if not isinstance(inputs, str):
-                raise _Reject(422, "Input validation error: `inputs` must be a string")
-            words = count_words(inputs)
-            params = body.get("parameters") or {}
-            if not isinstance(params, dict):
-                raise _Reject(422, "Input validation error: `parameters` must be an object")
-            max_tokens = params.get("max_new_tokens")
-            do_stream = bool(body.get("stream", False)) if stream is None else stream
-            include_usage = False
-            ignore_eos = False
-            details = bool(params.get("details", False))
-        ptoks = words if cfg.prompt_tokens_per_word == 1.0 else round(
-            words * cfg.prompt_tokens_per_word
-        )  # fmt: skip
-        explicit = max_tokens is not None
-        if not explicit:
-            max_tokens = cfg.default_max_tokens
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            if api == OPENAI:
-                raise _Reject(400, f"max_tokens must be at least 1, got {max_tokens}.")
-            raise _Reject(
-                422, "Input validation error: `max_new_tokens` must be strictly positive"
-            )
-        limit = cfg.max_model_len
-        if api == OPENAI:
-            if ptoks > limit:
-                raise _Reject(
-                    400,
-                    f"This model's maximum context length is {limit} tokens. However, your "
-                    f"request has {ptoks} input tokens. Please reduce the length of the "
-                    "input messages.",
-                )
-            if explicit and ptoks + max_tokens > limit:
-                raise _Reject(
-                    400,
-                    f"This model's maximum context length is {limit} tokens. However, you "
-                    f"requested {ptoks + max_tokens} tokens ({ptoks} in the messages, "
-                    f"{max_tokens} in the completion). Please reduce the length of the "
-                    "messages or completion.",
-                )
-        elif ptoks + max_tokens > limit:
-            raise _Reject(
-                422,
-                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= "
-                f"{limit}. Given: {ptoks} `inputs` tokens and {max_tokens} `max_new_tokens`",
-            )
-        n = max_tokens
-        if cfg.eos_after is not None and not ignore_eos and cfg.eos_after < max_tokens:
-            n = cfg.eos_after
-        if n == max_tokens:
-            finish = "length"
-        else:
-            finish = "stop" if api == OPENAI else "eos_token"
-        return _Gen(
-            api=api,
-            chat=chat,
-            stream=do_stream,
-            model=model,
-            prompt_tokens=ptoks,
-            max_tokens=max_tokens,
-            n=n,
-            finish=finish,
-            include_usage=include_usage,
-            details=details,
-            compat_list=compat,
-        )
-
-    def _error(
-        self,
-        api: str,
-        status: int,
-        message: str,
-        error_type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> web.Response:
-        if api == OPENAI:
-            body = P.openai_error(
-                message, error_type or _OPENAI_ERROR_TYPES.get(status, "Error"), status
-            )
-        else:
-            body = P.tgi_error(message, error_type or _TGI_ERROR_TYPES.get(status, "error"))
-        return _json(body, status=status, headers=headers)
 
     # ------------------------------------------------------------- timing
     async def _acquire(self, rec: RequestRecord, t0: float) -> float:
@@ -512,7 +301,7 @@ class TestServer:
             self._sem.release()
 
     def _schedule(
-        self, rec: RequestRecord, gen: _Gen, t0: float, fault: ActiveFault | None
+        self, rec: RequestRecord, gen: Gen, t0: float, fault: ActiveFault | None
     ) -> tuple[Callable[[int], float], int]:
         """Return ``(sched, k)``: due time of token i (no stall), the fault's token position.
 
@@ -525,7 +314,7 @@ class TestServer:
         itl = cfg.itl_ms * 1e-3
         t_first: float
         k = -1
-        if fault is not None and fault.mode in _POINT_MODES:
+        if fault is not None and fault.mode in POINT_MODES:
             k = min(fault.after, n - 1 if fault.mode == "oversized" else n)
         if cfg.ttft_jitter_ms or cfg.itl_jitter_ms:
             rng = random.Random(cfg.seed * 1_000_003 + rec.seq)
@@ -552,278 +341,8 @@ class TestServer:
         return sched, k
 
     # ------------------------------------------------------------ streaming
-    def _format(self, gen: _Gen, rid: str, fault: ActiveFault | None) -> P.StreamFormat:
-        created = int(time.time())
-        if gen.api == TGI:
-            replace = None
-            if fault is not None and fault.mode == "oversized":
-                replace = (min(fault.after, gen.n - 1), P.oversized_text(fault.size))
-            return P.TgiFormat(gen.prompt_tokens, gen.finish, gen.details, replace)
-        if gen.chat:
-            return P.ChatFormat(
-                rid, created, gen.model, gen.prompt_tokens, gen.finish, self.config.chat_role_chunk
-            )
-        return P.CompletionsFormat(rid, created, gen.model, gen.prompt_tokens, gen.finish)
-
-    async def _stream(
-        self, request: web.Request, rec: RequestRecord, gen: _Gen, fault: ActiveFault | None
-    ) -> web.StreamResponse:
-        rid = ("chatcmpl-" if gen.chat else "cmpl-") + os.urandom(16).hex()
-        rec.id = rid
-        fmt = self._format(gen, rid, fault)
-        headers = dict(SSE_HEADERS_TGI if gen.api == TGI else SSE_HEADERS_OPENAI)
-        headers["X-Testserver-Seq"] = str(rec.seq)
-        resp = web.StreamResponse(status=200, headers=headers)
-        t0 = rec.arrival_perf
-        mode = fault.mode if fault is not None else None
-        if mode == "slow_headers":
-            t0 += fault.seconds  # type: ignore[union-attr]
-            await sleep_until(t0)
-        try:
-            await resp.prepare(request)
-        except ConnectionError:
-            rec.outcome = CLIENT_DISCONNECT
-            return resp
-        t0 = await self._acquire(rec, t0)
-        try:
-            return await self._stream_tokens(request, resp, rec, gen, fault, fmt, t0)
-        finally:
-            self._release()
-
-    async def _stream_tokens(
-        self,
-        request: web.Request,
-        resp: web.StreamResponse,
-        rec: RequestRecord,
-        gen: _Gen,
-        fault: ActiveFault | None,
-        fmt: P.StreamFormat,
-        t0: float,
-    ) -> web.StreamResponse:
-        n = gen.n
-        sched, k = self._schedule(rec, gen, t0, fault)
-        mode = fault.mode if fault is not None else None
-        tgi = gen.api == TGI
-        include_usage = gen.include_usage and mode != "no_usage"
-        done = mode != "no_done"
-        tgi_no_end = tgi and mode == "no_done"
-        oversized_at = k if mode == "oversized" else -1
-        oversized = P.oversized_text(fault.size) if mode == "oversized" else ""  # type: ignore[union-attr]
-        write = resp.write
-        token = fmt.token
-        pending = fmt.head
-        tail_sent = False
-        i = 0
-        max_late = 0.0
-        try:
-            while True:
-                if i == k:
-                    if mode == "stall":
-                        # nothing is sent for at least `seconds` after the last write;
-                        # the rest of the schedule shifts by the stall
-                        base = sched
-                        gap = fault.seconds  # type: ignore[union-attr]
-                        prev = rec.last_write_perf
-                        if k < n:
-                            shift = gap if prev is None else max(gap, prev + gap - base(k))
-                            point = base(k) + shift
-                        else:
-                            shift = 0.0
-                            point = max(base(n - 1), prev or 0.0) + gap
-
-                        def sched(x: int, base=base, shift=shift, k=k) -> float:
-                            return base(x) + shift if x >= k else base(x)
-
-                    else:
-                        point = sched(k) if k < n else sched(n - 1)
-                    k = -1  # handled
-                    await sleep_until(point)
-                    if mode == "reset":
-                        rec.outcome = FAULT
-                        _abort(request, fault.rst)  # type: ignore[union-attr]
-                        return resp
-                    if mode == "die":
-                        os._exit(self.config.die_exit_code)
-                    if mode == "tgi_overloaded":
-                        rec.outcome = FAULT
-                        ev = fmt.error_event("Model is overloaded", "overloaded", 503)
-                        if not tgi:
-                            ev += P.DONE
-                        await write(pending + ev)
-                        return resp
-                    if mode == "bad_json":
-                        pending += (b"data:" if tgi else b"data: ") + P.BAD_JSON_DATA + b"\n\n"
-                    elif mode == "no_data":
-                        kind = fault.kind  # type: ignore[union-attr]
-                        if kind in ("comment", "both"):
-                            pending += P.SSE_COMMENT
-                        if kind in ("event", "both"):
-                            pending += P.SSE_PING
-                if i >= n:
-                    break
-                t = sched(i)
-                await sleep_until(t)
-                now = perf_counter()
-                j = i + 1
-                while j < n and j != k and sched(j) <= now + SLACK_S:
-                    j += 1
-                if j - i == 1 and oversized_at != i:
-                    chunk = token(i, i == n - 1 and not tgi_no_end)
-                else:
-                    parts = []
-                    for x in range(i, j):
-                        last = x == n - 1 and not tgi_no_end
-                        if x == oversized_at:
-                            parts.append(fmt.token_with_text(x, oversized, last))
-                        else:
-                            parts.append(token(x, last))
-                    chunk = b"".join(parts)
-                if pending:
-                    chunk = pending + chunk
-                    pending = b""
-                if j == n and k != n:
-                    chunk += fmt.tail(n, include_usage, done)
-                    tail_sent = True
-                late = now - t
-                if late > max_late:
-                    max_late = late
-                if i == 0:
-                    rec.first_write_perf = now
-                    rec.first_write_epoch = time.time()
-                    rec.ttft_lateness_s = late
-                rec.last_write_perf = now
-                rec.last_write_epoch = time.time()
-                await write(chunk)
-                rec.tokens_sent = j
-                i = j
-            if not tail_sent:
-                chunk = pending + fmt.tail(n, include_usage, done)
-                if chunk:
-                    await write(chunk)
-            if mode is not None:
-                rec.outcome = FAULT
-            return resp
-        except ConnectionError:
-            rec.outcome = CLIENT_DISCONNECT
-            return resp
-        except asyncio.CancelledError:
-            rec.outcome = CLIENT_DISCONNECT
-            raise
-        finally:
-            rec.max_lateness_s = max_late if rec.first_write_perf is not None else None
-
-    # -------------------------------------------------------- non-streaming
-    async def _unary(
-        self, request: web.Request, rec: RequestRecord, gen: _Gen, fault: ActiveFault | None
-    ) -> web.StreamResponse:
-        rid = ("chatcmpl-" if gen.chat else "cmpl-") + os.urandom(16).hex()
-        rec.id = rid
-        mode = fault.mode if fault is not None else None
-        t0 = rec.arrival_perf
-        if mode == "slow_headers":
-            t0 += fault.seconds  # type: ignore[union-attr]
-        t0 = await self._acquire(rec, t0)
-        try:
-            n = gen.n
-            sched, k = self._schedule(rec, gen, t0, fault)
-            if mode in _TERMINAL_MODES:
-                await sleep_until(sched(min(k, n - 1)))
-                rec.outcome = FAULT
-                if mode == "reset":
-                    _abort(request, fault.rst)  # type: ignore[union-attr]
-                    return web.Response(status=200)
-                if mode == "die":
-                    os._exit(self.config.die_exit_code)
-                rec.status = 429 if gen.api == TGI else 503
-                return self._error(
-                    gen.api, rec.status, "Model is overloaded", headers={"Retry-After": "1"}
-                )
-            end = sched(n - 1)
-            if mode == "stall":
-                end += fault.seconds  # type: ignore[union-attr]
-            await sleep_until(end)
-            replace = None
-            if mode == "oversized":
-                replace = (k, P.oversized_text(fault.size))  # type: ignore[union-attr]
-            usage = None if mode == "no_usage" else P.usage_dict(gen.prompt_tokens, n)
-            if mode == "bad_json":
-                raw = P.BAD_JSON_DATA
-            elif gen.api == TGI:
-                obj: Any = P.tgi_generate_response(n, gen.finish, gen.details, replace)
-                if gen.compat_list:
-                    obj = [obj]
-                raw = orjson.dumps(obj)
-            else:
-                text = P.output_text(n, replace)
-                build = P.chat_response if gen.chat else P.completions_response
-                raw = orjson.dumps(build(rid, int(time.time()), gen.model, text, gen.finish, usage))
-            now = perf_counter()
-            rec.first_write_perf = rec.last_write_perf = now
-            rec.first_write_epoch = rec.last_write_epoch = time.time()
-            rec.max_lateness_s = now - end
-            rec.tokens_sent = n
-            if mode is not None:
-                rec.outcome = FAULT
-            return web.Response(
-                body=raw,
-                headers={"Content-Type": "application/json", "X-Testserver-Seq": str(rec.seq)},
-            )
-        finally:
-            self._release()
-
-
 #: ``app[APP_KEY]`` is the app's :class:`TestServer` (its stats, config)
 APP_KEY: web.AppKey[TestServer] = web.AppKey("testserver", TestServer)
-
-
-def _abort(request: web.Request, rst: bool) -> None:
-    transport = request.transport
-    if transport is None:
-        return
-    if rst:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-    transport.abort()
-
-
-def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    h = {"Content-Type": "application/json"}
-    if headers:
-        h.update(headers)
-    return web.Response(body=orjson.dumps(obj), status=status, headers=h)
-
-
-def _prompt_words(prompt: Any) -> int:
-    if isinstance(prompt, str):
-        return count_words(prompt)
-    if isinstance(prompt, list):
-        if prompt and all(isinstance(x, int) and not isinstance(x, bool) for x in prompt):
-            return len(prompt)  # token ids
-        if len(prompt) == 1:
-            return _prompt_words(prompt[0])
-        raise _Reject(400, "the test server supports one prompt per request")
-    raise _Reject(400, "`prompt` must be a string, a list of token ids or a list of one string")
-
-
-def _chat_words(messages: Any) -> int:
-    if not isinstance(messages, list) or not messages:
-        raise _Reject(400, "`messages` must be a non-empty list")
-    words = 0
-    for m in messages:
-        if not isinstance(m, dict):
-            raise _Reject(400, "each message must be an object")
-        content = m.get("content")
-        if isinstance(content, str):
-            words += count_words(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    words += count_words(part["text"])
-    return words
 
 
 def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
