@@ -62,6 +62,18 @@ def test_multi_token_chunks_within_tolerance_and_unverifiable_requests():
     assert check["count_used"] == "server"
 
 
+def test_a_longer_reencoding_is_not_evidence_but_a_shorter_one_is():
+    # The embedded engine's tiny model: 64 tokens in 62 chunks re-encode to 70 (byte-level pieces).
+    # Before, every such request was a "server-count-mismatch" and the first run was INVALID.
+    long_text = rec(0, 62, 64, " ".join(["w"] * 70), asked=64)
+    check = crosscheck_counts([long_text], WordTokenizer())
+    assert check["mismatched"] == 0 and check["longer_by_tokenizer"] == 1 and check["count_used"] == "server"
+    # Fewer chunks and less text than claimed: a mismatch, counted as the larger of the two (each chunk >= 1).
+    short = rec(1, 5, 64, " ".join(["w"] * 3), asked=64)
+    check = crosscheck_counts([short], WordTokenizer())
+    assert check["mismatched"] == 1 and received_counts(check) == {1: 5}
+
+
 def test_shard_checks_merge():
     a = crosscheck_counts([rec(0, 2, 8, "a b")], WordTokenizer())
     b = crosscheck_counts([rec(1, 8, 8)], WordTokenizer())
