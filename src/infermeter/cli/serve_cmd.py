@@ -158,6 +158,8 @@ def _render(what: str, prof, settings, vend, *, image, gpu, name, kind) -> str:
 
 
 def _run_until_interrupted(server, prof, err: Console, provenance_file: Path | None) -> None:
+    from infermeter.runner.target import open_target
+
     def _sigterm(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
 
@@ -169,31 +171,29 @@ def _run_until_interrupted(server, prof, err: Console, provenance_file: Path | N
     try:
         err.print(f"starting {prof.title} ...")
         try:
-            server.start()
-            record = server.provenance()
-            if provenance_file is not None:
-                provenance_file.write_text(json.dumps(record, indent=2), encoding="utf-8")
-            err.print(f"ready: {escape(server.base_url)} model {escape(server.model_name)} "
-                      f"({prof.title} {escape(str(record.get('server_version')))}, after {server.ready_after_s:.1f} s)")
-            err.print(f"command: {escape(' '.join(record.get('command') or []))}")
-            if getattr(server, "log_path", None):
-                err.print(f"log: {escape(str(server.log_path))}")
-            err.print("Ctrl-C stops it")
-            # From here Ctrl-C / SIGTERM only set a flag: an exception raised at an arbitrary point
-            # of Popen.wait can leave its internal lock held, and the stop would then wait in vain.
-            stop = threading.Event()
-            _set_handlers(lambda signum, frame: stop.set())  # noqa: ARG005
-            while not stop.wait(1.0):
-                rc = server.poll() if hasattr(server, "poll") else None
-                if rc is not None:
-                    from infermeter.servers.local import ServerLaunchError, log_tail
+            with open_target(server):  # stopped however the block ends
+                record = server.provenance()
+                if provenance_file is not None:
+                    provenance_file.write_text(json.dumps(record, indent=2), encoding="utf-8")
+                err.print(f"ready: {escape(server.base_url)} model {escape(server.model_name)} "
+                          f"({prof.title} {escape(str(record.get('server_version')))}, after {server.ready_after_s:.1f} s)")
+                err.print(f"command: {escape(' '.join(record.get('command') or []))}")
+                if getattr(server, "log_path", None):
+                    err.print(f"log: {escape(str(server.log_path))}")
+                err.print("Ctrl-C stops it")
+                # From here Ctrl-C / SIGTERM only set a flag: an exception raised at an arbitrary point
+                # of Popen.wait can leave its internal lock held, and the stop would then wait in vain.
+                stop = threading.Event()
+                _set_handlers(lambda signum, frame: stop.set())  # noqa: ARG005
+                while not stop.wait(1.0):
+                    rc = server.poll() if hasattr(server, "poll") else None
+                    if rc is not None:
+                        from infermeter.servers.local import ServerLaunchError, log_tail
 
-                    raise ServerLaunchError(f"{prof.title} exited with status {rc}: {log_tail(server.log_path)} "
-                                            f"(log: {server.log_path})", "see the log")
+                        raise ServerLaunchError(f"{prof.title} exited with status {rc}: {log_tail(server.log_path)} "
+                                                f"(log: {server.log_path})", "see the log")
         except KeyboardInterrupt:
             pass
-        finally:
-            server.stop()
         err.print(f"stopped {prof.title}")
     finally:
         if previous is not None:

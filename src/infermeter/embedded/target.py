@@ -22,7 +22,22 @@ class EmbeddedEngine:
         self._server: Any = None
         self._files: Any = None
 
+    where = "embedded"
+
     def __enter__(self) -> "EmbeddedEngine":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.running
+
+    def start(self) -> "EmbeddedEngine":
+        """Build (once), generate the model (once) and start llama-server; returns once it answers."""
+        if self.running:
+            return self
         from infermeter.embedded.build import ensure_llama_server
         from infermeter.embedded.models import ensure_model
         from infermeter.embedded.server import EmbeddedServer
@@ -40,7 +55,7 @@ class EmbeddedEngine:
         self.log(f"embedded llama-server ready at {self._server.base_url}")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
 
@@ -59,6 +74,9 @@ class EmbeddedEngine:
     @property
     def log_path(self) -> Path:
         return self._server.log_path
+
+    def provenance(self) -> dict[str, Any]:
+        return {"where": self.where, **self.describe()}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,7 @@ from infermeter.errors import TargetError, UserError
 from infermeter.experiments.cells import Cell, Estimator, build_plan, runspec_from_settings
 from infermeter.experiments.spec import ExperimentSpec
 from infermeter.experiments.store import Store, _interrupted, copy_file
+from infermeter.runner.target import ExistingServer, open_target
 from infermeter.storage.files import write_json_atomic
 
 RESULT_FILENAME = "result.json"
@@ -176,9 +177,12 @@ def _reconcile(store: Store, plan: list[Cell], selected: list[str], outcome: Swe
 @contextlib.contextmanager
 def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
              engine_progress) -> Iterator[_Runtime]:
+    """The target's server under test, live through ``runner.target.open_target``; a launched or embedded
+    server's log is kept in the store (``servers/TARGET-EPOCH.log``)."""
     t = spec.targets[target]
     if t.kind == "url":
-        yield _Runtime(base_url=str(t.url).rstrip("/"), tokenizer=None, server_log=None)
+        with open_target(ExistingServer(str(t.url), flag=f"targets.{target}.url")) as live:
+            yield _Runtime(base_url=live.base_url, tokenizer=None, server_log=None)
         return
     if t.kind == "launch":
         yield from _launched(t, target, store, ev)
@@ -189,16 +193,15 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
     assert cfg is not None
     engine = EmbeddedEngine(cfg.model, parallel=cfg.parallel, ctx_size=cfg.ctx_size, progress=engine_progress,
                             log=ev.log)
-    started = time.time()
-    with engine:
+    with open_target(engine) as live:
         try:
-            yield _Runtime(base_url=engine.base_url, tokenizer=str(engine.tokenizer_dir),
+            yield _Runtime(base_url=live.base_url, tokenizer=str(engine.tokenizer_dir),
                            server_log=Path(engine.log_path) if engine.log_path else None)
         finally:
             log = getattr(engine, "log_path", None)
             if log and Path(log).exists():
                 with contextlib.suppress(OSError):
-                    copy_file(Path(log), store.root / "servers" / f"{target}-{int(started)}.log")
+                    copy_file(Path(log), store.root / "servers" / f"{target}-{int(live.started_epoch)}.log")
 
 
 def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtime]:
@@ -219,22 +222,24 @@ def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtim
     server = LocalServer(cfg.profile, settings, vendor=cfg.vendor, executable=cfg.executable,
                          log_path=log_path, startup_timeout=cfg.startup_timeout_s)
     ev.log(f"{target}: starting {cfg.profile} ({settings.model})")
-    try:
+    loading: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def watch(srv) -> Iterator[None]:
         with TelemetrySession(log=ev.log) as telemetry:  # idle sample, then "loading"
             started = time.time()
-            server.start()
-            ready = time.time()
-            telemetry.server_pid = server.pid
+            yield
+            telemetry.server_pid = srv.pid
             telemetry.mark_phase("ready")
-            summary = telemetry.stop(path=log_path.with_name(f"{stem}.telemetry.jsonl"), origin=started)
-        startup = {"target": target, "started_epoch": started, "ready_epoch": ready,
-                   "startup_s": round(ready - started, 3), "provenance": server.provenance(),
-                   "telemetry": summary}
+            loading["summary"] = telemetry.stop(path=log_path.with_name(f"{stem}.telemetry.jsonl"), origin=started)
+
+    with open_target(server, watch) as live:
+        summary = loading.get("summary") or {}
+        startup = {"target": target, "started_epoch": live.started_epoch, "ready_epoch": live.ready_epoch,
+                   "startup_s": live.startup_s, "provenance": server.provenance(), "telemetry": summary}
         write_json_atomic(log_path.with_name(f"{stem}.json"), startup)
-        ev.log(f"{target}: ready at {server.base_url} after {ready - started:.1f} s{_loaded_memory(summary)}")
-        yield _Runtime(base_url=server.base_url, tokenizer=settings.tokenizer, server_log=log_path)
-    finally:
-        server.stop()
+        ev.log(f"{target}: ready at {server.base_url} after {live.startup_s:.1f} s{_loaded_memory(summary)}")
+        yield _Runtime(base_url=live.base_url, tokenizer=settings.tokenizer, server_log=log_path)
 
 
 def _loaded_memory(summary: dict) -> str:

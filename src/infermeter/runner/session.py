@@ -32,7 +32,8 @@ from infermeter.runner.limits import ensure_open_files
 from infermeter.load.monitor import judge_client
 from infermeter.load.shard import Shard, check_start_at
 from infermeter.runner.spec import RunSpec
-from infermeter.runner.target import probe_target
+from infermeter.runner.probe import probe_target
+from infermeter.runner.target import ExistingServer, open_target
 from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
 from infermeter.storage.files import RecordWriter, write_json_atomic
 from infermeter.storage.result import build_result
@@ -230,18 +231,17 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
 
 @contextlib.contextmanager
 def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
-    if not spec.uses_embedded_engine():
-        base = spec.server_url()
-        if not base.startswith(("http://", "https://")):
-            raise UserError(f"--base-url {spec.base_url!r} has no scheme", "write it as http://HOST:PORT")
-        yield base, None
-        return
-    from infermeter.embedded.target import EmbeddedEngine
+    """The run's server under test (the URL, or the embedded engine), live through ``open_target``."""
+    server: Any
+    if spec.uses_embedded_engine():
+        from infermeter.embedded.target import EmbeddedEngine
 
-    engine = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel,
-                            ctx_size=spec.engine_ctx_size, progress=engine_progress, log=log)
-    with engine:
-        yield engine.base_url, engine
+        server = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel,
+                                ctx_size=spec.engine_ctx_size, progress=engine_progress, log=log)
+    else:
+        server = ExistingServer(spec.server_url())
+    with open_target(server) as live:
+        yield live.base_url, (None if isinstance(server, ExistingServer) else server)
 
 
 def spec_from_run(spec: RunSpec):

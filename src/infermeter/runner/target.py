@@ -1,102 +1,86 @@
-"""Preflight: is the target reachable, does it serve the model, what version is it?
+"""One path to a live target: every command gets its server under test through ``open_target``.
 
-Everything knowable before load starts is checked here, so a wrong URL or a
-misspelled model fails in a second with a one-line error, not as N failed
-requests.
+``infermeter run`` (a URL or the embedded engine), ``sweep`` (a URL, a launched
+server or the embedded engine) and ``serve`` (a launched server, kept until
+Ctrl-C) all hand a :class:`~infermeter.core.server.ServerUnderTest` to
+:func:`open_target`, which starts it, yields it live with its start and ready
+times, and always stops it, also after a failed start or an interrupt.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator
 
-import aiohttp
-
-from infermeter.backends import BackendSpec
-from infermeter.errors import TargetError
+from infermeter.core.server import ServerUnderTest
+from infermeter.errors import UserError
 from infermeter.secrets import redact_url
 
 
+class ExistingServer:
+    """A server that is already running at a URL: nothing to start or stop."""
+
+    where = "url"
+
+    def __init__(self, url: str, *, flag: str = "--base-url") -> None:
+        self.url = url.rstrip("/")
+        self.flag = flag
+        self._running = False
+
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> "ExistingServer":
+        if not self.url.startswith(("http://", "https://")):
+            raise UserError(f"{self.flag} {redact_url(self.url)!r} has no scheme", "write it as http://HOST:PORT")
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+
+    def provenance(self) -> dict[str, Any]:
+        return {"where": self.where, "base_url": redact_url(self.url)}
+
+
 @dataclass
-class TargetInfo:
-    base_url: str
-    served_models: list[str] = field(default_factory=list)
-    max_model_len: int | None = None
-    server_version: str | None = None
-    server_info: dict[str, Any] | None = None
+class LiveTarget:
+    """A started server under test, as the run and the sweep see it."""
+
+    server: ServerUnderTest
+    started_epoch: float
+    ready_epoch: float
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url.rstrip("/")
+
+    @property
+    def startup_s(self) -> float:
+        return round(self.ready_epoch - self.started_epoch, 3)
 
 
-async def probe_target(base_url: str, backend: BackendSpec, protocol: str, model: str | None,
-                       headers: dict[str, str], timeout: float = 10.0) -> TargetInfo:
-    info = TargetInfo(base_url=base_url)
-    to = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
-    async with aiohttp.ClientSession(timeout=to, headers=headers, trust_env=False) as session:
-        models_path = "/info" if protocol == "tgi" else "/v1/models"
-        try:
-            async with session.get(base_url + models_path) as resp:
-                status = resp.status
-                body = await resp.json(content_type=None) if status == 200 else None
-        except aiohttp.ClientConnectorError as exc:
-            reason = str(exc.os_error) if getattr(exc, "os_error", None) else str(exc)
-            raise TargetError(f"cannot reach {redact_url(base_url)}: {reason}",
-                              "start the server, or fix --base-url / --host / --port") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise TargetError(f"{redact_url(base_url)}{models_path} did not answer properly: "
-                              f"{type(exc).__name__} {exc}".strip(),
-                              "check that --base-url points at the inference server's root") from None
-        if status in (401, 403):
-            raise TargetError(f"{redact_url(base_url)} refused the request with HTTP {status}",
-                              "set the API key (--api-key-env NAME, default OPENAI_API_KEY)")
-        # The server's answer is data: odd types are ignored, never a crash.
-        if isinstance(body, dict) and protocol != "tgi":
-            entries = body.get("data") if isinstance(body.get("data"), list) else []
-            info.served_models = [str(e.get("id")) for e in entries if isinstance(e, dict) and e.get("id")]
-            lens = [_positive_int(e.get("max_model_len")) for e in entries if isinstance(e, dict)]
-            info.max_model_len = next((n for n in lens if n), None)
-        elif isinstance(body, dict):
-            info.server_info = body
-            if body.get("model_id"):
-                info.served_models = [str(body["model_id"])]
-            info.max_model_len = (_positive_int(body.get("max_total_tokens"))
-                                  or _positive_int(body.get("max_input_tokens")))
-            version = body.get("version")
-            info.server_version = version if isinstance(version, str) else None
-        if model is not None and info.served_models and model not in info.served_models \
-                and protocol != "tgi":
-            names = ", ".join(info.served_models[:10])
-            if len(info.served_models) > 10:
-                names += f", ... ({len(info.served_models)} in all)"
-            raise TargetError(
-                f"model {model!r} is not served at {redact_url(base_url)} (it serves: {names})",
-                "pass --model (or --served-model-name) with one of those names")
-        if backend.version_path and info.server_version is None:
-            try:
-                async with session.get(base_url + backend.version_path) as resp:
-                    if resp.status == 200:
-                        data = await resp.json(content_type=None)
-                        info.server_version = _version_of(data)
-                        if info.server_info is None and isinstance(data, dict):
-                            info.server_info = {k: v for k, v in data.items() if k != "chat_template"}
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                pass
-    return info
+@contextlib.contextmanager
+def open_target(server: ServerUnderTest,
+                watch_start: Callable[[ServerUnderTest], ContextManager[Any]] | None = None) -> Iterator[LiveTarget]:
+    """Start ``server``, yield it live, and stop it however the block ends.
 
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
+    ``watch_start(server)``, if given, is a context manager entered just before the start
+    and left once the server answers (a sweep samples GPU memory while a server loads)."""
+    started = time.time()
     try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return n if n > 0 else None
-
-
-def _version_of(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return None
-    for key in ("version", "build_info", "sglang_version"):
-        if isinstance(data.get(key), str):
-            return data[key]
-    return None
+        if watch_start is None:
+            server.start()
+        else:
+            with watch_start(server):
+                server.start()
+        yield LiveTarget(server=server, started_epoch=started, ready_epoch=time.time())
+    finally:
+        server.stop()
