@@ -118,7 +118,7 @@ def run_client(base_url: str, cores: list[int], workers: int, tok_dir: str, tmp:
     cmd = [sys.executable, "-m", "infermeter", "run", "--backend", "vllm", "--base-url", base_url,
            "--model", "test-model", "--tokenizer", tok_dir, "--dataset-name", "random",
            "--random-input-len", "16", "--ignore-eos", "--disable-tqdm", "--no-telemetry",
-           "--result-dir", str(tmp), "--result-filename", f"{name}.json", *extra]
+           "--save-result", "--result-dir", str(tmp), "--result-filename", f"{name}.json", *extra]
     env = dict(os.environ)
     if CLIENT_SRC:
         env["PYTHONPATH"] = CLIENT_SRC

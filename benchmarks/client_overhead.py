@@ -11,7 +11,7 @@ measured window (and per token).
 Clients:
 
 * ``infermeter``: ``infermeter run`` (fast protocol-level transport; with
-  ``--aiohttp`` also the aiohttp fallback transport, ``INFERMETER_TRANSPORT=aiohttp``).
+  ``--aiohttp`` also the aiohttp fallback transport, ``--transport aiohttp``).
 * ``minimal-aiohttp``: a minimal aiohttp streaming loop written for this
   benchmark in the style of vLLM's ``benchmark_serving.py`` (clock started
   before ``session.post``, ``async for`` over the response lines, one
@@ -152,7 +152,9 @@ def run_infermeter(srv, c, n, out_len, cpu, tok_dir, tmp: Path, transport: str, 
            "run", "--backend", "vllm", "--base-url", srv.base_url, "--model", "test-model", "--tokenizer",
            str(tok_dir), "--dataset-name", "random", "--random-input-len", "16", "--random-output-len",
            str(out_len), "--ignore-eos", "--num-prompts", str(n), "--max-concurrency", str(c), "--disable-tqdm",
-           "--result-dir", str(tmp), "--result-filename", f"{name}.json"]
+           "--save-result", "--result-dir", str(tmp), "--result-filename", f"{name}.json"]
+    if src is None:  # this tree names its transport on the command line (an earlier tree read the environment)
+        cmd += ["--transport", transport]
     proc = subprocess.run(cmd, env=env, preexec_fn=pinned(cpu), capture_output=True, text=True)
     if proc.returncode not in (0, 5):
         raise RuntimeError(f"infermeter failed: {proc.stderr[-2000:]}")

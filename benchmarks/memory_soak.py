@@ -78,7 +78,7 @@ def main() -> int:
                "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
                "--ignore-eos", "--num-prompts", str(args.num_prompts),
                "--max-concurrency", str(args.concurrency), "--disable-tqdm", "--no-telemetry",
-               "--result-dir", str(tmp), "--result-filename", name]
+               "--save-result", "--result-dir", str(tmp), "--result-filename", name]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         pre = (lambda: os.sched_setaffinity(0, {client_cpu})) if client_cpu is not None else None
         t0 = time.monotonic()

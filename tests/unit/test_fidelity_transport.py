@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infermeter.core.exchange import ErrorClass, RawExchange
-from infermeter.clients.fasthttp import STALE_LIMIT, FastTransport, _Conn, make_transport
+from infermeter.clients.fasthttp import FastTransport, _Conn
+from infermeter.clients.retry import LIMIT as STALE_LIMIT
+from infermeter.clients.transports import make_transport
 from infermeter.clients.http import HttpTransport
 from infermeter.clients.sse import parse_events
 
@@ -290,10 +291,12 @@ def test_get_json_and_transport_choice(monkeypatch):
                 return await t.get_json("/v1/models")
 
     assert run(go()) == (200, {"data": [1]})
+    # Chosen by the run, never by the environment.
     monkeypatch.setenv("INFERMETER_TRANSPORT", "aiohttp")
-    assert isinstance(make_transport("http://127.0.0.1:1"), HttpTransport)
-    monkeypatch.delenv("INFERMETER_TRANSPORT")
     assert isinstance(make_transport("http://127.0.0.1:1"), FastTransport)
+    assert isinstance(make_transport("http://127.0.0.1:1", "aiohttp"), HttpTransport)
+    assert make_transport("http://127.0.0.1:1", "aiohttp", request_id_header="X-Id").request_id_header == "X-Id"
     with pytest.raises(ValueError):
         FastTransport("ftp://x")
-    assert os.environ.get("INFERMETER_TRANSPORT") is None
+    with pytest.raises(ValueError, match="unknown transport"):
+        make_transport("http://127.0.0.1:1", "curl")

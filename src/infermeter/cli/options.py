@@ -61,6 +61,9 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--api-key-env",), dict(default="OPENAI_API_KEY", help="environment variable holding the API key")),
     (("--api-key-file",), dict(default=None, help="file holding the API key")),
     (("--request-timeout",), dict(type=float, default=3600.0, help="seconds before one request is abandoned")),
+    (("--transport",), dict(choices=["fast", "aiohttp"], default="fast",
+                            help="fast: the asyncio.Protocol client that stamps each read as it arrives (default); "
+                                 "aiohttp: the aiohttp client, for comparison")),
     (("--stall-timeout",), dict(type=float, default=300.0,
                                 help="seconds without a byte before a stream counts as stalled")),
     (("--max-errors",), dict(type=int, default=None, help="stop after more than this many failed requests")),
@@ -237,7 +240,7 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "seed": ns.seed, "ignore_eos": ns.ignore_eos or dataset == "random",
         "temperature": ns.temperature, "top_p": ns.top_p, "top_k": ns.top_k,
         "stream": not ns.no_stream_response, "extra_body": {**sampling, **extra},
-        "request_timeout": ns.request_timeout, "stall_timeout": ns.stall_timeout,
+        "request_timeout": ns.request_timeout, "stall_timeout": ns.stall_timeout, "transport": ns.transport,
         "max_errors": ns.max_errors, "max_error_rate": ns.max_error_rate,
         "client_error_tolerance": ns.client_error_tolerance,
         "telemetry": not ns.no_telemetry, "telemetry_gpu": ns.telemetry_gpu,

@@ -14,9 +14,9 @@ are parsed after the response is complete, as with the aiohttp transport.
   ``max_connections`` idle.
 * A kept-alive connection the server closed before answering (llama-server
   closes after every streamed response without ``Connection: close``) makes
-  the request go again on a fresh connection; after ``STALE_LIMIT`` such
-  failures every request gets its own connection (noted in the result), as
-  the aiohttp transport does.
+  the request go again on a fresh connection; after ``retry.LIMIT`` such
+  failures every request gets its own connection (noted in the result): the
+  rule of :mod:`infermeter.clients.retry`, shared with the aiohttp transport.
 * Timeouts cost nothing per read: one sweeper wakes a few times a second and
   fails requests whose stream has been silent for ``stall_timeout`` (STALL)
   or that have run for ``request_timeout`` (TIMEOUT).
@@ -24,27 +24,31 @@ are parsed after the response is complete, as with the aiohttp transport.
   bodies; ``1xx`` interim responses are skipped.  No compression is asked
   for (``Accept-Encoding: identity``).
 
-``INFERMETER_TRANSPORT=aiohttp`` selects the aiohttp transport instead
-(:func:`make_transport`); ``INFERMETER_REQUEST_ID_HEADER=X-Request-Id`` tags
-each request with ``im-<index>`` (``infermeter selfcheck`` uses it to join
-the test server's ground truth request by request).
+``--transport aiohttp`` selects the aiohttp transport instead
+(:func:`infermeter.clients.transports.make_transport`); a ``request_id_header``
+tags each request with its index (``infermeter selfcheck`` uses it to join the
+test server's ground truth request by request).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl as ssl_module
 import time
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from infermeter.clients.fastconn import _DONE, DEFAULT_HEADERS, STALE_LIMIT, _Conn
+from infermeter.clients.fastconn import _DONE, DEFAULT_HEADERS, _Conn
+from infermeter.clients.retry import StaleRule
 from infermeter.core.exchange import ErrorClass, RawExchange
 
 
 class FastTransport:
     """Keep-alive HTTP/1.1 connections driven by ``asyncio.Protocol`` callbacks."""
+
+    @property
+    def stale_failures(self) -> int:
+        return self._stale.failures
 
     def __init__(
         self,
@@ -86,8 +90,8 @@ class FastTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._prefixes: dict[tuple[str, str], bytes] = {}
-        self.stale_failures = 0
         self.notes: list[str] = []
+        self._stale = StaleRule(self.notes)
 
     async def __aenter__(self) -> "FastTransport":
         self._loop = asyncio.get_running_loop()
@@ -159,19 +163,8 @@ class FastTransport:
     async def post(self, path: str, body: bytes, raw: RawExchange, request_id: int | None = None) -> RawExchange:
         """POST ``body`` and record the response into ``raw`` (which the caller owns)."""
         payload = self._payload("POST", path, body, request_id)
-        fresh = self.stale_failures >= STALE_LIMIT
-        stale = await self._exchange(payload, raw, fresh)
-        if stale:
-            # The server had closed the pooled keep-alive connection before this
-            # request reached it; no response byte came back: send it again on
-            # a new connection.
-            self.stale_failures += 1
-            if self.stale_failures == STALE_LIMIT:
-                self.notes.append("the server closes kept-alive connections after a response; "
-                                  "infermeter opened one connection per request from then on")
-            raw.retries += 1
-            raw.error = raw.error_detail = None
-            raw.sent = raw.headers = raw.end = raw.status = None
+        if await self._exchange(payload, raw, self._stale.fresh_only):
+            self._stale.retry(raw)  # a stale kept-alive connection: once more on a new one
             await self._exchange(payload, raw, True)
         return raw
 
@@ -223,14 +216,3 @@ class FastTransport:
             return raw.status or 0, orjson.loads(raw.body)
         except ValueError:
             return raw.status or 0, None
-
-
-def make_transport(base_url: str, **kwargs):
-    """The fast transport, or aiohttp's when ``INFERMETER_TRANSPORT=aiohttp``."""
-    kind = os.environ.get("INFERMETER_TRANSPORT", "fast").lower()
-    if kind == "aiohttp":
-        from infermeter.clients.http import HttpTransport
-
-        return HttpTransport(base_url, **kwargs)
-    header = os.environ.get("INFERMETER_REQUEST_ID_HEADER") or None  # selfcheck: join with server truth
-    return FastTransport(base_url, request_id_header=header, **kwargs)

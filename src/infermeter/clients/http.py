@@ -1,8 +1,7 @@
 """The aiohttp HTTP transport (the fallback): sends one request and timestamps every read.
 
 The default transport is ``clients/fasthttp.py`` (``asyncio.Protocol``, the
-read stamped in ``data_received``); ``INFERMETER_TRANSPORT=aiohttp`` selects
-this one.  Here a read is stamped when the task reading the response
+read stamped in ``data_received``); ``--transport aiohttp`` selects this one.  Here a read is stamped when the task reading the response
 resumes, one loop iteration after the bytes arrived.
 
 This is the request hot path.  It takes a timestamp, hands the bytes to the
@@ -18,9 +17,9 @@ from typing import Mapping
 
 import aiohttp
 
+from infermeter.clients.retry import StaleRule
 from infermeter.core.exchange import ErrorClass, RawExchange, http_error_class
 
-STALE_LIMIT = 3  # stale keep-alive failures before every request gets its own connection
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream, application/json"}
 
 
@@ -36,8 +35,10 @@ class HttpTransport:
         request_timeout: float | None = 3600.0,
         stall_timeout: float | None = 300.0,
         connect_timeout: float = 10.0,
+        request_id_header: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.request_id_header = request_id_header
         self._headers = {**JSON_HEADERS, **(headers or {})}
         self._max_connections = max(1, max_connections)
         self._timeout = aiohttp.ClientTimeout(
@@ -45,8 +46,12 @@ class HttpTransport:
         )
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None  # one new connection per request
-        self.stale_failures = 0
         self.notes: list[str] = []
+        self._stale = StaleRule(self.notes)
+
+    @property
+    def stale_failures(self) -> int:
+        return self._stale.failures
 
     async def __aenter__(self) -> "HttpTransport":
         connector = aiohttp.TCPConnector(
@@ -70,27 +75,19 @@ class HttpTransport:
                 await session.close()
         self._session = self._fresh = None
 
-    async def post(self, path: str, body: bytes, raw: RawExchange) -> RawExchange:
+    async def post(self, path: str, body: bytes, raw: RawExchange, request_id: int | None = None) -> RawExchange:
         """POST ``body`` and record the response into ``raw`` (which the caller owns)."""
         assert self._session is not None, "use 'async with HttpTransport(...)'"
-        session = self._session
-        if self.stale_failures >= STALE_LIMIT:
-            session = self._fresh
-        if await self._attempt(session, path, body, raw) and session is self._session:
-            # The server had closed the pooled keep-alive connection before
-            # this request reached it (llama-server does so after every
-            # streamed response, without a Connection: close header).  No
-            # response byte came back, so send it again on a new connection.
-            self.stale_failures += 1
-            if self.stale_failures == STALE_LIMIT:
-                self.notes.append("the server closes kept-alive connections after a response; "
-                                  "infermeter opened one connection per request from then on")
-            raw.retries += 1
-            raw.error = raw.error_detail = None
-            await self._attempt(self._fresh, path, body, raw)
+        session = self._fresh if self._stale.fresh_only else self._session
+        extra = ({self.request_id_header: f"im-{request_id}"}
+                 if self.request_id_header is not None and request_id is not None else None)
+        if await self._attempt(session, path, body, raw, extra) and session is self._session:
+            self._stale.retry(raw)  # a stale kept-alive connection (clients/retry.py): once more on a new one
+            await self._attempt(self._fresh, path, body, raw, extra)
         return raw
 
-    async def _attempt(self, session, path: str, body: bytes, raw: RawExchange) -> bool:
+    async def _attempt(self, session, path: str, body: bytes, raw: RawExchange,
+                       extra: dict[str, str] | None = None) -> bool:
         """One try; True when it failed on a stale connection before any response byte."""
         assert session is not None
         clock = time.perf_counter
@@ -98,7 +95,7 @@ class HttpTransport:
         chunks = raw.chunks
         raw.sent = clock()
         try:
-            async with session.post(self.base_url + path, data=body) as resp:
+            async with session.post(self.base_url + path, data=body, headers=extra) as resp:
                 raw.headers = clock()
                 raw.status = resp.status
                 if resp.status >= 400:

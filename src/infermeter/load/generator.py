@@ -86,7 +86,7 @@ class LoadRunner:
         self._backlog_scheduled = False
         self._drained: asyncio.Future | None = None
         self.backlog_max = 0  # most completed responses waiting to be interpreted at once
-        self._tag_requests = getattr(transport, "request_id_header", None) is not None
+        self._tag_requests = transport.request_id_header is not None
         # Measured records: created ones wait in _open (bounded by what is in
         # flight); finished ones go to the sink (the JSONL file) and are kept
         # only compactly, in _store, so memory stays flat over long runs.

@@ -143,7 +143,8 @@ def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_
         backend="vllm", base_url=server.base_url, model="test-model", tokenizer=tokenizer_dir,
         dataset_name="random", random_input_len=16, random_output_len=output_len, ignore_eos=True,
         num_prompts=requests, max_concurrency=concurrency, result_dir=str(result_dir),
-        result_filename=f"c{concurrency}-itl{itl_ms:g}.json", progress=False))
+        result_filename=f"c{concurrency}-itl{itl_ms:g}.json", progress=False,
+        request_id_header="X-Request-Id"))  # the test server records it: an exact join with its truth
     r = report.result
     records = list(read_records(report.records_path))
     stats = server.stats(requests=True)
@@ -197,8 +198,6 @@ def run_grid(grid: Iterable[tuple[int, float]], *, ttft_ms: float = 50.0, output
     by_itl: dict[float, list[int]] = {}
     for c, itl in grid:
         by_itl.setdefault(itl, []).append(c)
-    old_header = os.environ.get("INFERMETER_REQUEST_ID_HEADER")
-    os.environ["INFERMETER_REQUEST_ID_HEADER"] = "X-Request-Id"  # the test server records it: exact join
     try:
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
@@ -211,10 +210,6 @@ def run_grid(grid: Iterable[tuple[int, float]], *, ttft_ms: float = 50.0, output
                     results.append(point)
                     on_point(point)
     finally:
-        if old_header is None:
-            os.environ.pop("INFERMETER_REQUEST_ID_HEADER", None)
-        else:
-            os.environ["INFERMETER_REQUEST_ID_HEADER"] = old_header
         if old_affinity is not None:
             os.sched_setaffinity(0, old_affinity)
         if tmp is not None:

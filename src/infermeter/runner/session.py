@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from infermeter.backends import get_backend, protocol_for
-from infermeter.clients.fasthttp import make_transport
+from infermeter.clients.transports import make_transport
 from infermeter.clients.protocols import make_protocol
 from infermeter.core.protocol import RequestOptions
 from infermeter.errors import UserError
@@ -199,7 +199,8 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
     except ImportError:
         pass
     width = plan.max_concurrency or plan.num_requests
-    transport = make_transport(base_url, headers=headers, max_connections=min(max(width, 1), 65536),
+    transport = make_transport(base_url, spec.transport, request_id_header=spec.request_id_header,
+                               headers=headers, max_connections=min(max(width, 1), 65536),
                                request_timeout=_seconds(spec.request_timeout),
                                stall_timeout=_seconds(spec.stall_timeout))
     async with transport:

@@ -69,6 +69,8 @@ class RunSpec(BaseModel):
     top_k: int | None = None
     stream: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    transport: str = "fast"  # fast (asyncio.Protocol) | aiohttp (clients/transports.py)
+    request_id_header: str | None = None  # tag each request with its index (selfcheck's join with the truth)
     request_timeout: float | None = 3600.0
     stall_timeout: float | None = 300.0
     # stop policy
@@ -169,6 +171,10 @@ class RunSpec(BaseModel):
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
             raise UserError(f"--max-error-rate {self.max_error_rate:g} must be between 0 and 1",
                             "give a fraction, e.g. 0.05")
+        from infermeter.clients.transports import KINDS
+
+        if self.transport not in KINDS:
+            raise UserError(f"--transport {self.transport!r} is not known", f"use one of {', '.join(KINDS)}")
         parse_percentiles(self.metric_percentiles)
         parse_metric_names(self.percentile_metrics)
         if self.goodput:
