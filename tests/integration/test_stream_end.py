@@ -49,3 +49,21 @@ def test_tgi_held_open_after_its_final_event(test_server, tokenizer_dir, tmp_pat
     result, recs = _run(test_server, tokenizer_dir, tmp_path, {"mode": "hold_open", "seconds": 0.3}, backend="tgi")
     assert abs(result["median_tpot_ms"] - ITL_MS) / ITL_MS < 0.05
     assert all(r.end == r.done_time == r.token_times[-1] and r.body_end - r.end >= 0.25 for r in recs)
+
+
+def test_warmup_records_are_on_the_measured_windows_origin(test_server, tokenizer_dir, tmp_path):
+    server = test_server(ttft_ms=20, itl_ms=20)
+    spec = RunSpec(backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+                   dataset_name="random", random_input_len=16, random_output_len=OUT, ignore_eos=True,
+                   num_prompts=4, max_concurrency=2, warmup_requests=2, result_dir=str(tmp_path), progress=False)
+    report = execute_run(spec)
+    recs = list(read_records(report.records_path))
+    warm = [r for r in recs if r.warmup]
+    measured = [r for r in recs if not r.warmup]
+    assert len(warm) == 2 and len(measured) == 4
+    first_send = min(r.sent for r in measured)
+    for r in warm:  # they ran before the window: every time negative, in the order they happened
+        assert -5.0 < r.scheduled <= r.queued <= r.sent < r.first_token < r.end <= r.body_end < 0, r
+        assert r.end - r.sent > 0.1  # TTFT 20 ms + 7 gaps of 20 ms, on the same clock as the send
+        assert r.sent - r.scheduled < 0.1
+    assert max(r.body_end for r in warm) <= first_send
