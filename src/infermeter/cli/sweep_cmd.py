@@ -14,6 +14,7 @@ from rich.markup import escape
 from infermeter.cli.app import app
 from infermeter.cli.signals import raise_keyboard_interrupt
 from infermeter.errors import UserError, safe_text
+from infermeter.secrets import redact_url
 from infermeter.load.eventloop import use_uvloop
 
 if TYPE_CHECKING:  # the experiments package is imported when a command runs, not at start-up
@@ -110,7 +111,7 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
         if only is not None and name != only:
             continue
         if t.kind == "url":
-            what = f"{t.url} ({t.backend_name}{', model ' + t.model if t.model else ''})"
+            what = f"{redact_url(str(t.url))} ({t.backend_name}{', model ' + t.model if t.model else ''})"
         elif t.kind == "embedded":
             assert t.embedded is not None
             what = f"embedded engine, model {t.embedded.model}, {t.embedded.parallel} slots"
