@@ -7,6 +7,7 @@ passes through these helpers, which keep names and drop values.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
@@ -113,6 +114,25 @@ def _redact_query(query: str) -> str:
         name, eq, _value = pair.partition("=")
         out.append(f"{name}={REDACTED}" if eq and is_secret_query(unquote(name)) else pair)
     return "&".join(out)
+
+
+def url_credentials(url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``(url, headers)`` with a URL's ``user:password@`` moved into a Basic Authorization header,
+    which every request then carries (preflight and load alike).  A URL with credentials and an
+    Authorization header as well (an API key, ``--header``) is refused: a request carries only one."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, headers
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if any(k.lower() == "authorization" for k in headers):
+        raise UserError("--base-url carries user:password and an Authorization header is set as well "
+                        "(the API key, or --header): a request can carry only one",
+                        "drop user:password from --base-url, or unset the API key variable "
+                        "(--api-key-env, default OPENAI_API_KEY) and any Authorization --header")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return (urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)),
+            {**headers, "Authorization": f"Basic {token}"})
 
 
 def redact_text(text: str) -> str:

@@ -34,3 +34,28 @@ def test_redact_tree_reaches_every_string_and_header():
 
 def test_redact_argv_drops_query_tokens():
     assert redact_argv(["run", "--base-url", "http://h:1?token=abc"]) == ["run", "--base-url", "http://h:1?token=<redacted>"]
+
+
+def test_url_credentials_become_a_basic_header_or_clash_with_another():
+    from infermeter.errors import UserError
+    from infermeter.secrets import url_credentials
+
+    url, headers = url_credentials("http://a:b@h:1/x?q=1", {"X": "y"})
+    assert url == "http://h:1/x?q=1" and headers == {"X": "y", "Authorization": "Basic YTpi"}
+    assert url_credentials("http://h:1", {}) == ("http://h:1", {})
+    with pytest.raises(UserError) as exc:
+        url_credentials("http://a:b@h:1", {"authorization": "Bearer k"})
+    assert "user:password" in str(exc.value) and "b@" not in str(exc.value)
+
+
+def test_an_event_that_is_not_utf8_is_called_so_not_json():
+    from infermeter.clients.protocols import OpenAIProtocol
+    from infermeter.core.exchange import RawExchange
+    from infermeter.core.protocol import RequestOptions
+    from infermeter.core.records import RequestRecord
+
+    body = b'data: {"choices": [{"text": "\xff\xfe"}]}\n\ndata: [DONE]\n\n'
+    raw = RawExchange(status=200, sent=0.0, times=[0.1], chunks=[body], end=0.2)
+    rec = RequestRecord(index=0, warmup=False, scheduled=0.0, input_len=1, requested_output_len=2)
+    OpenAIProtocol(chat=False).interpret(raw, rec, RequestOptions(model="m"))
+    assert rec.error == "malformed" and rec.error_detail.startswith("event is not UTF-8")

@@ -73,6 +73,12 @@ def _json_event(data: bytes, rec: RequestRecord) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(data)
     except ValueError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(rec, ErrorClass.MALFORMED, f"event is not UTF-8 (byte {data[exc.start]:#04x} at offset "
+                                             f"{exc.start}): {_show(data)}")
+            return None
         _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
         return None
     if not isinstance(obj, dict):
