@@ -54,3 +54,4 @@ def test_sweep_store_and_output_hold_no_url_credentials(test_server, tokenizer_d
     assert (root / "plan.json").exists() and list(root.glob("cells/*/cell.json"))
     assert _files_holding(root, PW, TOKEN) == []
     assert PW not in out.out + out.err and TOKEN not in out.out + out.err
+
