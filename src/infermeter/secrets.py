@@ -7,10 +7,12 @@ passes through these helpers, which keep names and drop values.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from infermeter.errors import UserError
 
@@ -74,15 +76,88 @@ def is_sensitive_header(name: str) -> bool:
     return name.lower() in SENSITIVE_HEADERS or bool(_SENSITIVE_NAME.search(name))
 
 
+# Query parameters that carry credentials (?token=, ?api_key=, ?sig=, X-Amz-Signature, ...): any name
+# that says so, plus the short ones that would match too much as a pattern.
+_SECRET_QUERY_WORDS = {"sig", "pw", "pwd", "pass", "code", "jwt"}
+
+
+def is_secret_query(name: str) -> bool:
+    """True for a URL query parameter whose value is a credential (token, key, api_key, apikey,
+    secret, password, sig, signature, access_token, auth, X-Amz-Credential, ...)."""
+    return bool(_SENSITIVE_NAME.search(name)) or name.lower() in _SECRET_QUERY_WORDS
+
+
 def redact_url(url: str) -> str:
-    """Drop user:password from a URL."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
+    """Drop user:password from a URL and the values of its credential query parameters."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # not a URL we can take apart: hide what could be userinfo
+        return re.sub(r"//[^/@?#]*@", "//", url)
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        netloc = netloc.rpartition("@")[2]
         host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        netloc = host + (f":{port}" if port else "")
+    if query:
+        query = _redact_query(query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_query(query: str) -> str:
+    out = []
+    for pair in query.split("&"):
+        name, eq, _value = pair.partition("=")
+        out.append(f"{name}={REDACTED}" if eq and is_secret_query(unquote(name)) else pair)
+    return "&".join(out)
+
+
+def url_credentials(url: str, headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``(url, headers)`` with a URL's ``user:password@`` moved into a Basic Authorization header,
+    which every request then carries (preflight and load alike).  A URL with credentials and an
+    Authorization header as well (an API key, ``--header``) is refused: a request carries only one."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, headers
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if any(k.lower() == "authorization" for k in headers):
+        raise UserError("--base-url carries user:password and an Authorization header is set as well "
+                        "(the API key, or --header): a request can carry only one",
+                        "drop user:password from --base-url, or unset the API key variable "
+                        "(--api-key-env, default OPENAI_API_KEY) and any Authorization --header")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return (urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)),
+            {**headers, "Authorization": f"Basic {token}"})
+
+
+def redact_text(text: str) -> str:
+    """Every URL in a free text (a message, a command line word) with its credentials removed."""
+    if "://" not in text:
+        return text
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of a JSON-like value for writing: URLs' credentials removed from every string,
+    and the values of credential-named ``headers`` entries redacted."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "headers" and isinstance(v, dict):
+                out[k] = redact_headers({str(n): redact_tree(x) for n, x in v.items()})
+            else:
+                out[k] = redact_tree(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 _HEADER_FLAGS = {"--header", "-H"}
@@ -115,7 +190,7 @@ def redact_argv(argv: list[str]) -> list[str]:
                 out.append(arg)
                 hide_next = "header" if flag in _HEADER_FLAGS else "value"
             continue
-        out.append(TOKEN_RE.sub(REDACTED, _URL.sub(lambda m: redact_url(m.group(0)), arg)))
+        out.append(TOKEN_RE.sub(REDACTED, redact_text(arg)))
     return out
 
 

@@ -14,6 +14,7 @@ from rich.markup import escape
 from infermeter.cli.app import app
 from infermeter.cli.signals import raise_keyboard_interrupt
 from infermeter.errors import UserError, safe_text
+from infermeter.secrets import redact_url
 from infermeter.load.eventloop import use_uvloop
 
 if TYPE_CHECKING:  # the experiments package is imported when a command runs, not at start-up
@@ -85,6 +86,7 @@ def sweep(
 def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
     from infermeter.experiments.cells import Estimator, build_plan, format_duration
     from infermeter.experiments.store import Store
+    from infermeter.experiments.sweep import changed_cells
 
     cells = build_plan(spec)
     if only is not None:
@@ -102,7 +104,10 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
         row = status.get(c.cell_id)
         if row and row["status"] == "done" and row["started"] and row["finished"]:
             estimator.observe(c, row["finished"] - row["started"])
-    todo = [c for c in cells if (status.get(c.cell_id) or {}).get("status") != "done"]
+    changed = set(changed_cells(store, cells)) if store.exists() else set()
+    for cid in changed:  # run with other settings: not "done" under these
+        status[cid] = {**status[cid], "status": "changed"} if cid in status else {"status": "changed"}
+    todo = [c for c in cells if (status.get(c.cell_id) or {}).get("status") not in ("done", "changed")]
     where = f"{store.root} ({'exists: run with --resume to continue it' if store.exists() else 'new'})"
     p = print
     p(f"experiment {spec.name}: {len(cells)} cells -> {safe_text(where)}")
@@ -110,7 +115,7 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
         if only is not None and name != only:
             continue
         if t.kind == "url":
-            what = f"{t.url} ({t.backend_name}{', model ' + t.model if t.model else ''})"
+            what = f"{redact_url(str(t.url))} ({t.backend_name}{', model ' + t.model if t.model else ''})"
         elif t.kind == "embedded":
             assert t.embedded is not None
             what = f"embedded engine, model {t.embedded.model}, {t.embedded.parallel} slots"
@@ -122,9 +127,17 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
     for c in cells:
         st = (status.get(c.cell_id) or {}).get("status", "pending")
         lens = f"{c.input_len if c.input_len is not None else '?'}/{c.output_len if c.output_len is not None else '?'}"
-        est = "-" if st == "done" else format_duration(estimator.seconds(c))
+        est = "-" if st in ("done", "changed") else format_duration(estimator.seconds(c))
         p(f"  {c.seq:>4}  {c.cell_id:<44} {c.load_label:<18} {c.num_prompts:>7}  {lens:>11}  {st:<8} {est:>7}")
     p(f"total: {len(todo)} of {len(cells)} cells to run, estimated {format_duration(estimator.total(todo))}")
+    if changed:
+        names = [c.cell_id for c in cells if c.cell_id in changed]
+        p(f"settings changed: {len(names)} finished cell(s) were run with other settings than the spec now "
+          f"gives: {_list(names)}. A resume refuses them: restore the spec (see {safe_text(str(store.spec_path))}), "
+          f"or choose a new output_dir, where all {len(cells)} cells run")
+    if store.exists():
+        p(f"a resume would run: {_list([c.cell_id for c in todo]) if todo else 'nothing'}"
+          + (" (once the changed cells are dealt with)" if changed else ""))
     p("estimate: per cell 2 s + prompts x input_len / input tok/s + prompts x output_len / output tok/s "
       "(a rate cell takes at least prompts / rate; + 5 s per embedded engine start), scaled per target by "
       "measured / estimated time of its finished cells (docs/experiments.md)")
@@ -236,3 +249,8 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name")]) -> No
     from infermeter.experiments.recipes import recipe_text
 
     sys.stdout.write(recipe_text(name))
+
+
+def _list(ids: list[str], most: int = 12) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > most else "")

@@ -20,7 +20,7 @@ from infermeter.core.prompt import Prompt
 def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:
     rec.sent = raw.sent
     rec.headers = raw.headers
-    rec.end = raw.end
+    rec.end = rec.body_end = raw.end  # the end of a streamed success is moved to its stream's end
     rec.status = raw.status
     rec.retry_after = raw.retry_after
     if raw.retries:
@@ -28,6 +28,31 @@ def _fill_transport(raw: RawExchange, rec: RequestRecord) -> None:
     if raw.error is not None:
         rec.error = raw.error.value
         rec.error_detail = raw.error_detail
+
+
+#: a body that ends, or a usage chunk that arrives, this long after the stream's last
+#: content event is noted as an anomaly (E2EL and TPOT do not include the wait)
+LATE_S = 0.05
+
+
+def _end_by_stream(rec: RequestRecord) -> None:
+    """Put a successful stream's end at its last content event (else its end marker).
+
+    The HTTP body's end stays in ``body_end``: a server holding the response
+    open after ``[DONE]``, or sending its usage chunk late, does not move it.
+    """
+    if not rec.ok:
+        return
+    if rec.token_times:
+        rec.end = rec.token_times[-1]
+    elif rec.done_time is not None:
+        rec.end = rec.done_time
+    if rec.end is None:
+        return
+    if rec.body_end is not None and rec.body_end - rec.end > LATE_S:
+        rec.anomalies.append(f"the HTTP body ended over {LATE_S * 1e3:.0f} ms after the stream (not in E2EL)")
+    if rec.usage_time is not None and rec.usage_time - rec.end > LATE_S:
+        rec.anomalies.append(f"the usage chunk came over {LATE_S * 1e3:.0f} ms after the last token (not in E2EL)")
 
 
 def _error_message(body: bytes) -> str:
@@ -48,6 +73,12 @@ def _json_event(data: bytes, rec: RequestRecord) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(data)
     except ValueError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(rec, ErrorClass.MALFORMED, f"event is not UTF-8 (byte {data[exc.start]:#04x} at offset "
+                                             f"{exc.start}): {_show(data)}")
+            return None
         _fail(rec, ErrorClass.MALFORMED, f"event is not JSON: {_show(data)}")
         return None
     if not isinstance(obj, dict):
@@ -133,6 +164,8 @@ class OpenAIProtocol(Protocol):
             if data is None:
                 continue  # comments, keep-alives, named pings
             if data == b"[DONE]":
+                if not done:
+                    rec.done_time = t
                 done = True
                 continue
             try:
@@ -165,6 +198,7 @@ class OpenAIProtocol(Protocol):
                     rec.finish_reason = reason
             usage = obj.get("usage")
             if usage:
+                rec.usage_time = t  # the last one: its count is the one kept
                 usage_seen = True
                 rec.output_tokens_server = usage.get("completion_tokens")
                 rec.prompt_tokens_server = usage.get("prompt_tokens")
@@ -179,6 +213,7 @@ class OpenAIProtocol(Protocol):
             else:
                 _fail(rec, ErrorClass.INCOMPLETE, "the stream ended without [DONE] or a finish_reason")
         rec.ok = rec.error is None
+        _end_by_stream(rec)
 
     def _interpret_whole(self, raw: RawExchange, rec: RequestRecord) -> None:
         try:
@@ -270,9 +305,12 @@ class TGIProtocol(Protocol):
                 if not token.get("special"):
                     parts.append(token.get("text") or "")
             if obj.get("generated_text") is not None:
+                if not final:
+                    rec.done_time = t
                 final = True
                 details = obj.get("details") or {}
                 if details:
+                    rec.usage_time = t
                     rec.output_tokens_server = details.get("generated_tokens")
                     rec.finish_reason = details.get("finish_reason")
         rec.output_events = len(rec.token_times)
@@ -281,6 +319,7 @@ class TGIProtocol(Protocol):
         if rec.error is None and not final:
             _fail(rec, ErrorClass.INCOMPLETE, "the stream ended before the final event with generated_text")
         rec.ok = rec.error is None
+        _end_by_stream(rec)
 
 
 def make_protocol(kind: str, endpoint: str) -> Protocol:

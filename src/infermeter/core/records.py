@@ -23,7 +23,14 @@ class RequestRecord:
     sent: float | None = None  # just before the request bytes were handed to the connection
     headers: float | None = None  # response headers arrived
     first_token: float | None = None  # first content-carrying event arrived
-    end: float | None = None  # last byte arrived (or the failure was seen)
+    # The end of the request is the end of its stream, not of the HTTP body: the last
+    # content-carrying event's arrival (the whole body, without streaming; the failure's
+    # sighting for a failed request).  A server that holds the body open after [DONE], or
+    # sends the usage chunk late, does not lengthen E2EL or TPOT; those arrivals are kept apart.
+    end: float | None = None
+    done_time: float | None = None  # the stream's end marker arrived ([DONE]; TGI's final event)
+    usage_time: float | None = None  # the usage chunk arrived
+    body_end: float | None = None  # transport figure: the last byte of the HTTP body arrived
     token_times: list[float] = field(default_factory=list)  # arrival of each content-carrying event
     status: int | None = None  # HTTP status
     retry_after: str | None = None  # the Retry-After header of an error response (429/503), as sent
@@ -69,7 +76,7 @@ class RequestRecord:
 
     def shift(self, origin: float) -> None:
         """Make absolute clock readings relative to ``origin`` (the run's start)."""
-        for name in ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice"):
+        for name in _FLOAT_COLS:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value - origin)
@@ -133,7 +140,8 @@ _FIELDS = tuple(RequestRecord.__dataclass_fields__)
 
 _NAN = float("nan")
 _FLOAT_ONLY = {float}
-_FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice")
+_FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice",
+               "done_time", "usage_time", "body_end")
 _INT_COLS = ("index", "input_len", "requested_output_len", "status", "output_tokens_server",
              "prompt_tokens_server", "output_tokens_client", "output_events", "choice_events")
 _NONE_INT = -(2 ** 62)  # stands for None in the integer columns

@@ -68,11 +68,11 @@ class Cell:
         return f"{self.load_mode} {_num(self.load_value)}"
 
     def definition(self) -> dict[str, Any]:
-        """What cell.json and plan.json record about the cell (header credentials redacted)."""
-        from infermeter.secrets import redact_headers
+        """What cell.json and plan.json record about the cell (credentials in headers and URLs redacted)."""
+        from infermeter.secrets import redact_tree
 
-        settings = {**self.settings, "target": dict(self.settings["target"])}
-        settings["target"]["headers"] = redact_headers(settings["target"].get("headers") or {})
+        settings = redact_tree(self.settings)
+        settings["target"]["headers"] = settings["target"].get("headers") or {}
         return {
             "cell_id": self.cell_id, "seq": self.seq, "target": self.target, "workload": self.workload,
             "dataset": self.dataset, "input_len": self.input_len, "output_len": self.output_len,

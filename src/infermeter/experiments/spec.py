@@ -310,11 +310,11 @@ class ExperimentSpec(_Strict):
         return grid
 
     def resolved(self) -> dict[str, Any]:
-        """The spec as run (defaults filled in, credentials in headers redacted), for spec.yaml."""
-        from infermeter.secrets import redact_headers
+        """The spec as run (defaults filled in, credentials in headers and URLs redacted), for spec.yaml."""
+        from infermeter.secrets import redact_tree
 
         data = self.model_dump(mode="json")
         data["output_dir"] = str(self.resolved_output_dir)
         for t in data["targets"].values():
-            t["headers"] = redact_headers(t.get("headers") or {})
-        return data
+            t["headers"] = t.get("headers") or {}
+        return redact_tree(data)

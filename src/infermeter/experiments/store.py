@@ -4,7 +4,7 @@
 
     DIR/
       experiment.json        name, kind (sweep | imported), created, store schema version
-      spec.yaml              the spec as run (resolved; header credentials redacted)
+      spec.yaml              the spec as run (resolved; credentials in headers and URLs redacted)
       plan.json              every planned cell, in run order (pending ones included)
       index.sqlite           derived index (tables experiment, cells, schema_version)
       cells/<cell_id>/
@@ -154,7 +154,7 @@ class Store:
     def write_spec(self, resolved: dict[str, Any]) -> None:
         import yaml
 
-        text = "# The experiment spec as run (defaults filled in; header credentials redacted).\n"
+        text = "# The experiment spec as run (defaults filled in; credentials in headers and URLs redacted).\n"
         text += yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
         _write_text_atomic(self.spec_path, text)
 

@@ -151,14 +151,26 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
     return outcome
 
 
+def changed_cells(store: Store, plan: list[Cell]) -> list[str]:
+    """Finished cells of the store whose measurement settings differ from the plan's (an edited spec)."""
+    out = []
+    for cell in plan:
+        if store.file_state(cell.cell_id) == "done":
+            rec = store.read_cell(cell.cell_id) or {}
+            if rec.get("fingerprint") != cell.fingerprint:
+                out.append(cell.cell_id)
+    return out
+
+
 def _reconcile(store: Store, plan: list[Cell], selected: list[str], outcome: SweepOutcome,
                ev: SweepEvents) -> None:
     """Refuse finished cells of other settings; set aside half-run ones of the selected targets."""
+    changed = set(changed_cells(store, plan))
     for cell in plan:
         state = store.file_state(cell.cell_id)
         if state == "done":
             rec = store.read_cell(cell.cell_id) or {}
-            if rec.get("fingerprint") != cell.fingerprint:
+            if cell.cell_id in changed:
                 raise UserError(f"cell {cell.cell_id} in {str(store.root)!r} was run with other settings than "
                                 "the spec now gives",
                                 "restore the spec as it was (see spec.yaml there), or choose a new output_dir")

@@ -177,13 +177,15 @@ class LoadRunner:
             rec.ok = False
         if rec.ok and rec.output_tokens_server is None and self.count_tokens and rec.generated_text:
             rec.output_tokens_client = self.count_tokens(rec.generated_text)
-        rec.shift(self._origin)
         c = self.counters
         c.finished += 1
         if rec.ok:
             c.output_tokens += rec.output_tokens
         else:
             c.failed += 1
+        if rec.warmup:  # its times go on the measured window's origin once that is known (run)
+            return
+        rec.shift(self._origin)
         try:
             if self.sink is not None:
                 self.sink(rec)
@@ -203,15 +205,23 @@ class LoadRunner:
         self.counters.phase = "warm-up"
         width = min(len(self._warmup_bodies), self.plan.max_concurrency or len(self._warmup_bodies))
         slot = asyncio.Semaphore(width)
-        self._origin = time.perf_counter()
+        start = time.perf_counter()  # every warm-up is due at once; times stay on the clock until run() shifts them
         recs = [
-            RequestRecord(index=-1 - i, warmup=True, scheduled=0.0, input_len=p.input_len,
+            RequestRecord(index=-1 - i, warmup=True, scheduled=start, input_len=p.input_len,
                           requested_output_len=p.output_len)
             for i, p in enumerate(self.warmup_prompts)
         ]
         await asyncio.gather(*(self._request(r, b, slot) for r, b in zip(recs, self._warmup_bodies)))
         await self._drain()
         return recs
+
+    def _place_warmups(self, warm: list[RequestRecord]) -> None:
+        """Put the warm-up records on the measured window's origin (they ran before it: negative
+        times) and hand them to the sink; the one origin of every record is documented."""
+        for rec in warm:
+            rec.shift(self._origin)
+            if self.sink is not None:
+                self.sink(rec)
 
     def _new_record(self, i: int, scheduled: float) -> RequestRecord:
         p = self.prompts[i]
@@ -329,6 +339,7 @@ class LoadRunner:
         else:
             self._origin = time.perf_counter()
             start_epoch = time.time()
+        self._place_warmups(warm)
         # Fewer, later collections in the window: the hot path allocates
         # containers (events, records) at a high rate, and each young-generation
         # collection is a pause every read waiting meanwhile is stamped after.

@@ -8,8 +8,11 @@ requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -27,9 +30,59 @@ class TargetInfo:
     server_info: dict[str, Any] | None = None
 
 
+#: seconds a TLS handshake may take in the preflight before the server is asked in plain HTTP
+TLS_HANDSHAKE_S = 3.0
+
+
+async def check_tls(base_url: str, handshake_s: float = TLS_HANDSHAKE_S) -> None:
+    """For an https URL, a TLS handshake that fails, or does not finish in ``handshake_s``,
+    is told apart from a slow server: a server that answers plain HTTP on that port is named."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or not parts.hostname:
+        return
+    host, port = parts.hostname, parts.port or 443
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=ssl.create_default_context(),
+                                    ssl_handshake_timeout=handshake_s), handshake_s + 1.0)
+    except (ssl.SSLError, asyncio.TimeoutError, ConnectionAbortedError) as exc:  # aborted: the handshake timed out
+        why = (getattr(exc, "reason", None) or str(exc) if isinstance(exc, ssl.SSLError)
+               else f"no TLS handshake within {handshake_s:g} s")
+        plain = await _answers_plain_http(host, port)
+        if plain:
+            raise TargetError(f"TLS failed with {redact_url(base_url)} ({why}): the server answers plain HTTP "
+                              "on that port", "use http:// instead of https:// in --base-url") from None
+        if isinstance(exc, ssl.SSLError):
+            raise TargetError(f"TLS failed with {redact_url(base_url)}: {why}",
+                              "check the server's TLS set-up and certificate, or use http:// if it serves "
+                              "plain HTTP") from None
+        return  # a slow handshake, not plain HTTP: the preflight request judges
+    except OSError:
+        return  # unreachable: the preflight request says so
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+async def _answers_plain_http(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        head = await asyncio.wait_for(reader.read(5), timeout)
+        return head == b"HTTP/"
+    except (OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
 async def probe_target(base_url: str, backend: BackendSpec, protocol: str, model: str | None,
                        headers: dict[str, str], timeout: float = 10.0) -> TargetInfo:
     info = TargetInfo(base_url=base_url)
+    await check_tls(base_url)
     to = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
     async with aiohttp.ClientSession(timeout=to, headers=headers, trust_env=False) as session:
         models_path = "/info" if protocol == "tgi" else "/v1/models"

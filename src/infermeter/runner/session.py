@@ -34,7 +34,7 @@ from infermeter.load.shard import Shard, check_start_at
 from infermeter.runner.spec import RunSpec
 from infermeter.runner.probe import probe_target
 from infermeter.runner.target import ExistingServer, open_target
-from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url
+from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url, url_credentials
 from infermeter.storage.files import RecordWriter, write_json_atomic
 from infermeter.storage.result import build_result
 from infermeter.telemetry import TelemetrySession
@@ -96,6 +96,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
         key = api_key_from(spec.api_key_env, spec.api_key_file)
         if key:
             headers.setdefault("Authorization", f"Bearer {key}")
+        base_url, headers = url_credentials(base_url, headers)  # user:password@ -> a Basic header
         requested_model = spec.served_model_name or spec.model or (engine.model_id if engine else None)
         info = asyncio.run(probe_target(base_url, backend, kind, requested_model, headers))
         model = requested_model or (info.served_models[0] if info.served_models else None)

@@ -97,6 +97,12 @@ request ``every``).  Modes, with their parameters:
 - ``no_done``: no ``data: [DONE]`` (TGI: the last event lacks
   ``generated_text``/``details``).
 - ``no_usage``: no usage chunk even when asked (non-streaming: no ``usage``).
+- ``hold_open`` (``seconds``): the stream is complete ([DONE] written) but
+  the HTTP body ends ``seconds`` later (default ``delay_s``).
+- ``late_usage`` (``seconds``): the usage chunk and [DONE] come ``seconds``
+  after the last token (default ``delay_s``); OpenAI streams only.
+- ``bad_utf8`` (``after``): one extra event whose data is not UTF-8,
+  before token ``after``.
 - ``oversized`` (``after``, ``size``): token ``after``'s text is ``size``
   bytes (default 2 MiB); the token count is unchanged.
 - ``tgi_overloaded`` (``after``): after ``after`` tokens, an error event

@@ -12,9 +12,10 @@ A fault spec is the string accepted by ``--fault`` and by the
 Keys (all optional, defaults come from :class:`TestServerConfig`):
 
 ``after``    tokens sent before the fault fires (reset, stall, bad_json,
-             no_data, oversized, tgi_overloaded, die)
+             bad_utf8, no_data, oversized, tgi_overloaded, die)
 ``seconds``  stall length (stall), header delay (slow_headers), delay before
-             the error response (http_*)
+             the error response (http_*), how long the body stays open after
+             [DONE] (hold_open), how late the usage chunk is (late_usage)
 ``size``     bytes of the oversized event (oversized)
 ``rst``      1: reset with a TCP RST (SO_LINGER 0) instead of a FIN (reset)
 ``kind``     comment | event | both: what the no_data fault sends
@@ -43,6 +44,9 @@ FAULT_MODES: tuple[str, ...] = (
     "no_data",
     "no_done",
     "no_usage",
+    "hold_open",
+    "late_usage",
+    "bad_utf8",
     "oversized",
     "tgi_overloaded",
     "die",

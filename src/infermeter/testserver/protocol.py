@@ -28,6 +28,7 @@ _TGI_TOKEN_HEAD: tuple[bytes, ...] = tuple(
 )
 
 DONE = b"data: [DONE]\n\n"
+BAD_UTF8_DATA = b'{"id": "broken", "choices": [{"text": "\xff\xfe\xc3"}]}'
 BAD_JSON_DATA = b'{"id": "broken", "choices": [{"text": "unterminated'
 SSE_COMMENT = b": keepalive\n\n"
 SSE_PING = b"event: ping\n\n"

@@ -250,7 +250,7 @@ class TestServer(ResponseWriter):
         if rule is None or rule.mode == "none":
             return None
         mode = rule.mode
-        if mode == "slow_headers":
+        if mode in ("slow_headers", "hold_open", "late_usage"):
             seconds = rule.seconds if rule.seconds is not None else cfg.delay_s
         elif mode == "stall":
             seconds = rule.seconds if rule.seconds is not None else cfg.stall_s

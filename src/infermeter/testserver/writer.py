@@ -28,7 +28,7 @@ SLACK_S = 50e-6
 
 #: faults that fire at a token position (``after``)
 POINT_MODES = frozenset(
-    {"reset", "stall", "bad_json", "no_data", "oversized", "tgi_overloaded", "die"}
+    {"reset", "stall", "bad_json", "bad_utf8", "no_data", "oversized", "tgi_overloaded", "die"}
 )
 #: point faults that end the response
 TERMINAL_MODES = frozenset({"reset", "tgi_overloaded", "die"})
@@ -126,6 +126,7 @@ class ResponseWriter:
         mode = fault.mode if fault is not None else None
         tgi = gen.api == TGI
         include_usage = gen.include_usage and mode != "no_usage"
+        late_tail = mode == "late_usage" and not tgi  # the usage chunk and [DONE] come `seconds` late
         done = mode != "no_done"
         tgi_no_end = tgi and mode == "no_done"
         oversized_at = k if mode == "oversized" else -1
@@ -172,8 +173,9 @@ class ResponseWriter:
                             ev += P.DONE
                         await write(pending + ev)
                         return resp
-                    if mode == "bad_json":
-                        pending += (b"data:" if tgi else b"data: ") + P.BAD_JSON_DATA + b"\n\n"
+                    if mode in ("bad_json", "bad_utf8"):
+                        data = P.BAD_JSON_DATA if mode == "bad_json" else P.BAD_UTF8_DATA
+                        pending += (b"data:" if tgi else b"data: ") + data + b"\n\n"
                     elif mode == "no_data":
                         kind = fault.kind  # type: ignore[union-attr]
                         if kind in ("comment", "both"):
@@ -202,7 +204,7 @@ class ResponseWriter:
                 if pending:
                     chunk = pending + chunk
                     pending = b""
-                if j == n and k != n:
+                if j == n and k != n and not late_tail:
                     chunk += fmt.tail(n, include_usage, done)
                     tail_sent = True
                 late = now - t
@@ -218,9 +220,16 @@ class ResponseWriter:
                 rec.tokens_sent = j
                 i = j
             if not tail_sent:
+                if late_tail:
+                    if pending:
+                        await write(pending)
+                        pending = b""
+                    await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
                 chunk = pending + fmt.tail(n, include_usage, done)
                 if chunk:
                     await write(chunk)
+            if mode == "hold_open":  # the stream is over; the body is not
+                await asyncio.sleep(fault.seconds)  # type: ignore[union-attr]
             if mode is not None:
                 rec.outcome = FAULT
             return resp
