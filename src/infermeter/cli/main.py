@@ -18,6 +18,7 @@ from infermeter.cli import (  # noqa: F401  # noqa: F401  (client fidelity: shar
     baseline_cmd,  # noqa: F401  (saved baselines for compare)
     capacity_cmd,  # noqa: F401  (SLO capacity search)
     engine_cmd,
+    export_cmd,  # noqa: F401  (requests as Parquet / CSV)
     lint_cmd,
     merge_cmd,
     report_cmd,  # noqa: F401  (reports: report, compare)
