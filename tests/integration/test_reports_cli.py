@@ -145,11 +145,6 @@ def test_compare_prints_deltas_and_unequal_work_warning(three, tmp_path, capsys)
     assert "no verdict: unequal work: 128.0 vs 119.0 output tokens per request" in out
 
 
-def test_report_errors_are_one_line(tmp_path, capsys, monkeypatch):
+def test_report_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
     assert "is not a folder" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    store = write_example_store(tmp_path / "exp", ["vllm"], repeats=1, quick=True, workloads=("short",))
-    assert main(["report", str(store), "-o", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "pip install 'infermeter[plots]'" in err and len(err.strip().splitlines()) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from infermeter.cli import (  # noqa: F401  # noqa: F401  (client fidelity: shar
     baseline_cmd,  # noqa: F401  (saved baselines for compare)
     capacity_cmd,  # noqa: F401  (SLO capacity search)
     engine_cmd,
+    export_cmd,  # noqa: F401  (requests as Parquet / CSV)
     lint_cmd,
     merge_cmd,
     report_cmd,  # noqa: F401  (reports: report, compare)
@@ -35,11 +37,19 @@ from infermeter.errors import UserError, safe_text, user_error_from_validation
 EXIT_USAGE = 2
 
 
+def warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning as one line, like every other message (no source path, no code line)."""
+    print(f"infermeter: warning: {safe_text(message, 500)}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        # Without standalone mode click *returns* the code of a typer.Exit raised by a command.
-        rc = app(args=args, prog_name="infermeter", standalone_mode=False)
+        with warnings.catch_warnings():
+            if not os.environ.get("INFERMETER_DEBUG"):
+                warnings.showwarning = warning_line
+            # Without standalone mode click *returns* the code of a typer.Exit raised by a command.
+            rc = app(args=args, prog_name="infermeter", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

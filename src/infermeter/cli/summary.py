@@ -1,14 +1,24 @@
-"""The summary table printed at the end of a run."""
+"""The summary printed at the end of a run.
+
+A compact block in the shape ``vllm bench serve`` users know: a 40-column
+label, then the value, about 50 columns in all, so it reads the same in an
+80-column terminal as in a wide one.  The validity label comes last, with
+one line saying why the result is VALID or what makes it INVALID.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from infermeter.core.notices import message
 from infermeter.errors import safe_text
 from infermeter.metrics.stats import pct_label
+
+WIDTH = 50  # the block's width; labels take LABEL columns, values follow after one space
+LABEL = 40
+NAMES = {"ttft": "Time to First Token", "tpot": "Time per Output Token (excl. 1st token)",
+         "itl": "Inter-token Latency", "e2el": "End-to-end Latency"}
 
 
 def _num(value: object, fmt: str) -> str:
@@ -21,20 +31,25 @@ def _safe(text: object) -> str:
     return escape(safe_text(text))
 
 
-def print_summary(console: Console, result: dict, result_path: str, records_path: str) -> None:
+def rule(title: str = "", char: str = "-") -> str:
+    """A WIDTH-wide line with ``title`` centred in it."""
+    return f" {title} ".center(WIDTH, char) if title else char * WIDTH
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The summary as plain lines (no markup), in print order."""
     im = result["infermeter"]
-    load = im["load"]
-    table = Table(title="infermeter — Serving Benchmark Result", show_header=False, title_justify="left",
-                  box=None, pad_edge=False)
-    table.add_column("metric", style="bold")
-    table.add_column("value", justify="right")
+    lines = [rule("Serving Benchmark Result", "=")]
 
     def row(name: str, value: object) -> None:
-        table.add_row(name, _safe(value))
+        lines.append(f"{name:<{LABEL}} {safe_text(value)}")
 
-    row("Target", f"{im['target']['backend']} @ {im['target']['base_url']}{im['target']['endpoint']}")
-    row("Model", result["model_id"])
-    row("Load", load["description"])
+    target = im["target"]
+    lines.append(f"Target  {safe_text(target['backend'])} @ {safe_text(target['base_url'])}"
+                 f"{safe_text(target['endpoint'])}")
+    lines.append(f"Model   {safe_text(result['model_id'])}")
+    lines.append(f"Load    {safe_text(im['load']['description'])}")
+    lines.append(rule())
     row("Successful requests", result["completed"])
     row("Failed requests", result["failed"])
     row("Benchmark duration (s)", f"{result['duration']:.2f}")
@@ -48,11 +63,9 @@ def print_summary(console: Console, result: dict, result_path: str, records_path
         row("Request goodput (req/s)", _num(result['request_goodput'], '.2f'))
     row("Output token throughput (tok/s)", _num(result['output_throughput'], '.2f'))
     row("Total token throughput (tok/s)", _num(result['total_token_throughput'], '.2f'))
-    names = {"ttft": "Time to First Token", "tpot": "Time per Output Token (excl. 1st token)",
-             "itl": "Inter-token Latency", "e2el": "End-to-end Latency"}
     counts = im["sample_counts"]
     for metric in im["percentile_metrics"] if result["completed"] else []:  # no success: no latency
-        table.add_row(f"[dim]— {names[metric]} (n={counts[metric]}) —[/dim]", "")
+        lines.append(rule(f"{NAMES[metric]} (n={counts[metric]})"))
         row(f"Mean {metric.upper()} (ms)", _num(result[f'mean_{metric}_ms'], '.2f'))
         row(f"Median {metric.upper()} (ms)", _num(result[f'median_{metric}_ms'], '.2f'))
         unsupported = set(im["unsupported_percentiles"].get(metric, []))
@@ -62,7 +75,7 @@ def print_summary(console: Console, result: dict, result_path: str, records_path
             row(f"P{label} {metric.upper()} (ms)",
                 f"n/a (n = {counts[metric]})" if label in unsupported or value is None else f"{value:.2f}")
     client = im["client"]
-    table.add_row("[dim]— Client —[/dim]", "")
+    lines.append(rule("Client"))
     row("Client CPU (% of a core)", f"{100 * client['cpu_utilization']:.0f}")
     row("Event-loop lag mean / p99 (ms)", f"{client['loop_lag_mean_ms']:.3f} / {client['loop_lag_p99_ms']:.3f}")
     bound = client.get("client_error_bound_pct") or {}
@@ -70,12 +83,61 @@ def print_summary(console: Console, result: dict, result_path: str, records_path
     row("Client error bound TTFT / ITL (%)", figures + (f" (tolerance {client['client_error_tolerance_pct']:g})"
                                                       if client.get("client_error_tolerance_pct") else ""))
     row("Client-bound", "YES" if client["client_bound"] else "no")
+    placement = placement_of(result)
+    if placement:
+        row("Cores (engine / client)", placement_text(placement))
     validity = im.get("validity")  # docs/validity.md
     if validity:
-        reasons = [message(r) for r in validity["reasons"]]
-        row("Validity", validity["label"] + (f" ({'; '.join(reasons)})" if reasons else ""))
-    console.print(table)
-    for w in im["warnings"]:
+        lines.append(rule(char="="))
+        row("Validity", validity["label"])
+        lines.append(f"({validity_reason(result)})")
+    else:
+        lines.append(rule(char="="))
+    return lines
+
+
+def placement_of(result: dict) -> dict | None:
+    """Where the embedded engine and the client ran (embedded/placement.py), if recorded."""
+    engine = (result["infermeter"].get("target") or {}).get("embedded_engine") or {}
+    return engine.get("placement")
+
+
+def placement_text(placement: dict) -> str:
+    def cores(cpus: list[int] | None) -> str:
+        return "any" if not cpus else ",".join(str(c) for c in cpus)
+
+    return f"{cores(placement.get('engine_cpus'))} / {cores(placement.get('client_cpus'))}"
+
+
+def validity_reason(result: dict) -> str:
+    """One line: what makes the result INVALID, or why it is VALID."""
+    im = result["infermeter"]
+    validity = im["validity"]
+    if validity["label"] != "VALID":
+        return "; ".join(message(r) for r in validity["reasons"]) or "see the result's validity section"
+    parts = []
+    work = im.get("work") or {}
+    if work.get("requests_checked") and work.get("exact"):
+        parts.append("equal work: every request produced the output length asked")
+    failed = int(result.get("failed") or 0)
+    parts.append("no request failed" if not failed else f"{failed} failed, within the error-rate limit")
+    client = im.get("client") or {}
+    bound = validity.get("client_error_bound_pct") or client.get("client_error_bound_pct") or {}
+    tol = client.get("client_error_tolerance_pct")
+    shown = [f"{k.upper()} {bound[k]:.1f}%" for k in ("ttft", "itl") if bound.get(k) is not None]
+    if shown:
+        parts.append(f"the client's possible error ({', '.join(shown)}) is within the tolerance"
+                     + (f" of {tol:g}%" if tol else ""))
+    placement = placement_of(result)
+    if placement and placement.get("pinned"):
+        parts.append(f"engine and client on their own cores ({placement_text(placement)})")
+    return "; ".join(parts)
+
+
+def print_summary(console: Console, result: dict, result_path: str, records_path: str) -> None:
+    for line in summary_lines(result):
+        console.print(line, markup=False, highlight=False, emoji=False)
+    for w in result["infermeter"]["warnings"]:
         console.print(f"[bold yellow]warning:[/bold yellow] {_safe(message(w))}")
     console.print(f"Results: {_safe(result_path)}")
     console.print(f"Per-request records: {_safe(records_path)}")

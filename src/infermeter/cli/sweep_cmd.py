@@ -148,6 +148,7 @@ class ConsoleEvents:
 
     def __init__(self, err: Console) -> None:
         self.err = err
+        self._logged: set[str] = set()
 
     def planned(self, todo: list[Cell], done: int, estimator: Estimator) -> None:
         from infermeter.experiments.cells import format_duration
@@ -174,6 +175,10 @@ class ConsoleEvents:
         self.err.print(f"  FAILED: {safe_text(error, 300)}", markup=False, style="red")
 
     def log(self, message: str) -> None:
+        # Each cell's run repeats some lines (the tokenizer it loads): each is shown once.
+        if message in self._logged:
+            return
+        self._logged.add(message)
         self.err.print(f"[dim]{escape(safe_text(message))}[/dim]")
 
 

@@ -108,23 +108,40 @@ class RequestRecord:
         return (e2el - ttft) / (n - 1)
 
     def to_json(self, *, keep_text: bool = False) -> dict[str, Any]:
+        """One line of the .records.jsonl file: the fields, then the derived columns
+        (``output_tokens``, ``ttft_ms``, ``tpot_ms``, ``e2el_ms``).  Unset text fields
+        are written as "" so that a column no request filled still loads as text."""
         # A shallow dict (orjson serialises the lists as they are): dataclasses.asdict
         # deep-copies every list and cost a quarter of the client's CPU at high load.
         data = {name: getattr(self, name) for name in _FIELDS}
         if not keep_text:
             data.pop("generated_text", None)
+        for name in TEXT_FIELDS:
+            if data.get(name, "") is None:
+                data[name] = ""
         data["output_tokens"] = self.output_tokens
+        data["ttft_ms"] = _ms(self.ttft)
+        data["tpot_ms"] = _ms(self.tpot)
+        data["e2el_ms"] = _ms(self.e2el)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RequestRecord":
-        data = dict(data)
-        data.pop("output_tokens", None)
         names = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kept = {k: v for k, v in data.items() if k in names}
+        for name in TEXT_FIELDS:
+            if kept.get(name) == "":
+                kept[name] = None
+        return cls(**kept)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 _FIELDS = tuple(RequestRecord.__dataclass_fields__)
+#: Text fields that are often unset: "" in the JSONL file, None in a record.
+TEXT_FIELDS = ("error", "error_detail", "retry_after", "finish_reason")
 
 
 # -- compact storage for long runs -------------------------------------------

@@ -6,7 +6,7 @@ group, waits for ``GET /health`` to answer 200, and stops the whole group on exi
 ``--alias <model_id>`` (the ``model`` name clients send and ``/v1/models`` lists),
 ``--no-webui``, ``--parallel N`` + ``--cont-batching`` (N continuous-batching slots),
 ``--ctx-size`` and ``--kv-unified``/``--no-kv-unified`` explicitly (see below), and
-``--threads`` when given.
+``--threads`` when given.  ``cpus`` pins the server (all its threads) to those cores.
 
 Context and slots (llama.cpp of llama-cpp-python 0.3.36): ``--ctx-size`` is the total
 KV cache in tokens.  Without a unified KV cache (the default once ``--parallel`` is
@@ -99,6 +99,7 @@ class EmbeddedServer:
         binary: str | Path | None = None,
         startup_timeout: float = 120.0,
         progress: Progress | None = None,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         if parallel < 1:
             raise UserError(f"parallel must be at least 1, got {parallel}", "pass --parallel 1 or more")
@@ -111,6 +112,7 @@ class EmbeddedServer:
             raise UserError(f"ctx_size {self.ctx_size} leaves under 256 tokens for each of {parallel} slots",
                             f"use a ctx_size of at least {parallel * 256}")
         self.threads = threads
+        self.cpus = sorted(cpus) if cpus else None  # None: wherever the scheduler puts it
         self.host = host
         self.port = port
         self._fixed_port = port is not None
@@ -171,6 +173,7 @@ class EmbeddedServer:
             "parallel": self.parallel,
             "ctx_size": self.ctx_size,
             "kv_unified": self.kv_unified,
+            "cpus": self.cpus,
         }
 
     @property
@@ -282,7 +285,7 @@ class EmbeddedServer:
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends all of it
-                preexec_fn=parent_death_signal(),
+                preexec_fn=_preexec(self.cpus),
             )
         except OSError as exc:
             raise EngineError(f"cannot start {binary}: {exc.strerror or exc}",
@@ -351,6 +354,22 @@ class EmbeddedServer:
 
 class _PortTaken(Exception):
     pass
+
+
+def _preexec(cpus: Sequence[int] | None):
+    """In the child before exec: die with the parent, and run on ``cpus`` (every thread
+    llama-server starts inherits the affinity)."""
+    die_with_parent = parent_death_signal()
+    if not cpus:
+        return die_with_parent
+    cores = set(cpus)
+
+    def preexec() -> None:
+        if die_with_parent is not None:
+            die_with_parent()
+        os.sched_setaffinity(0, cores)
+
+    return preexec
 
 
 def _help_text(binary: Path) -> str:

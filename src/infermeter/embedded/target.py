@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from infermeter.embedded.placement import ENV, Placement, choose, pin_current_thread, restore, usable_cpus
+
 
 class EmbeddedEngine:
     """Builds (once), generates the model (once), starts and stops llama-server."""
@@ -21,6 +23,8 @@ class EmbeddedEngine:
         self.server_log_path = log_path  # None: a temporary file named in the result
         self._server: Any = None
         self._files: Any = None
+        self.placement: Placement | None = None
+        self._restore: set[int] | None = None
 
     where = "embedded"
 
@@ -44,18 +48,23 @@ class EmbeddedEngine:
 
         binary = ensure_llama_server(self.progress)
         self._files = ensure_model(self.model_name, progress=self.progress)
-        self.log(f"starting embedded llama-server with {self._files.model_id} ({self.parallel} slots)")
-        # Leave one core to the client: a server that takes every core delays
-        # the client's timestamps, and the run would rightly be flagged client-bound.
-        threads = max(1, (os.cpu_count() or 2) - 1)
+        # A server that takes every core delays the client's timestamps, and the run
+        # would rightly be flagged client-bound: on few cores the two get their own
+        # (embedded/placement.py), elsewhere the engine leaves one core's worth free.
+        self.placement = choose(usable_cpus(), os.environ.get(ENV))
+        self.log(f"starting embedded llama-server with {self._files.model_id} ({self.parallel} slots); "
+                 f"{self.placement.why}")
         self._server = EmbeddedServer(binary=binary, model=self._files, parallel=self.parallel,
-                                      ctx_size=self.ctx_size, threads=threads,
-                                      log_path=self.server_log_path)
+                                      ctx_size=self.ctx_size, threads=self.placement.threads,
+                                      cpus=self.placement.engine_cpus, log_path=self.server_log_path)
         self._server.start()
+        self._restore = pin_current_thread(self.placement.client_cpus)  # the client's event loop
         self.log(f"embedded llama-server ready at {self._server.base_url}")
         return self
 
     def stop(self) -> None:
+        restore(self._restore)
+        self._restore = None
         if self._server is not None:
             self._server.stop()
 
@@ -87,6 +96,7 @@ class EmbeddedEngine:
             "n_params": getattr(self._files, "n_params", None),
             "parallel": self.parallel,
             "threads": self._server.threads,
+            "placement": self.placement.to_dict() if self.placement else None,
             "command": [str(a) for a in self._server.command],
             "log": str(self._server.log_path),
         }

@@ -155,6 +155,7 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     )
     out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
     out["infermeter"]["merged_from"] = sources
+    out["infermeter"]["cell_id"] = im0.get("cell_id")
     from infermeter.metrics.validity import ValidityOptions, assess  # the merged samples judged as one run's
 
     tol = client.client_error_tolerance_pct  # the shards' own (the strictest), else the default
@@ -173,7 +174,10 @@ def merge_files(paths: Sequence[str | Path], out_path: str | Path) -> tuple[dict
     records_path = out_path.with_name(out_path.stem + ".records.jsonl")
     if records_path.exists():
         records_path.unlink()
-    with RecordWriter(records_path, keep_text=True) as writer:
+    im = result["infermeter"]
+    columns = {"target": im["target"].get("name") or result.get("label") or result["backend"],
+               "cell_id": im.get("cell_id") or ""}
+    with RecordWriter(records_path, keep_text=True, columns=columns) as writer:
         for rec in records:
             writer(rec)
     result["infermeter"]["records_file"] = records_path.name

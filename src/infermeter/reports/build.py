@@ -23,12 +23,11 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
                  baseline: list | None = None, baseline_lines: list[str] | None = None) -> ReportFiles:
     """``baseline``/``baseline_lines``: verdict tables and lines against a baseline
     (reports/compare_report.py), shown in their own section of the HTML report."""
-    from infermeter.reports.charts import build_charts, require_matplotlib
+    from infermeter.reports.charts import build_charts
     from infermeter.reports.html import render_html
     from infermeter.reports.markdown import render_markdown
     from infermeter.reports.tables import all_cells_table, comparison_tables, targets_table
 
-    require_matplotlib()  # fail before reading anything when the extra is missing
     exps = load_experiments(dirs)
     cells: list[Cell] = [c for e in exps for c in e.cells]
     skipped = [f"{e.name}: {s}" for e in exps for s in e.skipped]

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from infermeter.errors import UserError
 from infermeter.reports.data import LOAD_LABELS, METRICS, Cell, Point, points_of, single_prompt_workloads
 
 DPI = 100
@@ -33,11 +32,10 @@ class Chart:
     height: int
 
 
-def require_matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("charts need matplotlib, which is not installed", "pip install 'infermeter[plots]'") from None
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -243,7 +241,7 @@ def _line_chart(plt: Any, pal: dict, chart_id: str, title: str, caption: str, po
 
 def build_charts(cells: list[Cell], *, title_prefix: str = "") -> list[Chart]:
     """Every chart the data supports, in report order."""
-    plt = require_matplotlib()
+    plt = pyplot()
     pal = palette([c.target for c in cells])
     points = points_of(cells)
     charts: list[Chart] = []

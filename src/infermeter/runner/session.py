@@ -131,7 +131,8 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
         if records_path.exists():
             records_path.unlink()  # a fresh run owns its records file
         counters = Counters()
-        writer = RecordWriter(records_path, keep_text=spec.save_generated_text)
+        columns = record_columns(spec.target_name or spec.label or backend.name, spec.cell_id)
+        writer = RecordWriter(records_path, keep_text=spec.save_generated_text, columns=columns)
         sink = telemetry.sink(writer, len(warm))  # samples again the moment the warm-up is over
         telemetry.mark_phase("load")
         try:
@@ -166,6 +167,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
             "headers": redact_headers(spec.headers),
             "fixed_output_length": backend.fixed_length_method(kind) if spec.ignore_eos else "not requested",
             "connection_notes": outcome.transport_notes,
+            "name": columns["target"],
         }
 
     count_check = crosscheck_counts(outcome.records, tokenizer)  # usage vs what was received
@@ -184,6 +186,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     )
     if shard is not None:
         result["infermeter"]["shard"] = shard.to_dict(global_plan)
+    result["infermeter"]["cell_id"] = spec.cell_id
     from infermeter.metrics.validity import ValidityOptions, assess  # VALID/INVALID label (docs/validity.md)
 
     result["infermeter"]["validity"] = assess(
@@ -244,6 +247,11 @@ def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
         server = ExistingServer(spec.server_url())
     with open_target(server) as live:
         yield live.base_url, (None if isinstance(server, ExistingServer) else server)
+
+
+def record_columns(target: str, cell_id: str | None) -> dict[str, str]:
+    """The columns every line of a run's .records.jsonl carries ("" for no cell: a text column)."""
+    return {"target": target, "cell_id": cell_id or ""}
 
 
 def spec_from_run(spec: RunSpec):

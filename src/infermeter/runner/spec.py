@@ -90,6 +90,9 @@ class RunSpec(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     save_generated_text: bool = False
     progress: bool = True
+    # what the per-request records name (a sweep sets both; a run: --label or the backend, and no cell)
+    target_name: str | None = None
+    cell_id: str | None = None
     # --- vLLM `bench serve` compatibility (cli/options.py; docs/cli.md) -------
     label: str | None = None  # vLLM's --label: the result's "label" key and file-name prefix
     rate_schedule: str = "vllm"  # vllm: rescaled so the last send lands at N/rate; unscaled: plain renewal

@@ -21,15 +21,20 @@ from infermeter.core.records import RequestRecord
 
 
 class RecordWriter:
-    def __init__(self, path: Path, *, keep_text: bool = False) -> None:
+    """``columns``: values written on every line (the run's ``target`` and ``cell_id``)."""
+
+    def __init__(self, path: Path, *, keep_text: bool = False, columns: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.keep_text = keep_text
+        self.columns = dict(columns or {})
         self.count = 0
 
     def __call__(self, rec: RequestRecord) -> None:
-        line = orjson.dumps(rec.to_json(keep_text=self.keep_text), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        data = rec.to_json(keep_text=self.keep_text)
+        data.update(self.columns)
+        line = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         n = os.write(self._fd, line)  # one write(2) of a whole line: O_APPEND keeps lines whole
         while n < len(line):  # a short write (rare: a signal, a nearly full disk): finish the line
             line = line[n:]

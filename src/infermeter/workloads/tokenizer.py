@@ -74,13 +74,8 @@ class FastTokenizer:
     def chat_prompt(self, messages: Sequence[dict[str, str]]) -> str | None:
         if not self.chat_template:
             return None
-        try:
-            import jinja2
-        except ImportError as exc:  # pragma: no cover - jinja2 ships with most installs
-            raise UserError(
-                "the tokenizer has a chat template but jinja2 is not installed",
-                "pip install 'infermeter[hf]'",
-            ) from exc
+        import jinja2
+
         try:
             template = _compile_template(self.chat_template)
             return template.render(messages=list(messages), add_generation_prompt=True, **self.special)
