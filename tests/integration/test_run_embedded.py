@@ -101,20 +101,18 @@ def _allowed_cpus(pid: int) -> str:
 def test_engine_and_client_get_their_own_cores(monkeypatch, tmp_path, capsys):
     import os
 
-    from infermeter.embedded.placement import ENV, choose, usable_cpus
+    from infermeter.embedded.placement import choose, usable_cpus
     from infermeter.embedded.target import EmbeddedEngine
 
     before = os.sched_getaffinity(0)
     cpus = usable_cpus()
     if len(cpus) < 2:
         pytest.skip("needs two usable cores")
-    monkeypatch.setenv(ENV, str(cpus[0]))  # the user's choice: the engine on the first core
-    with EmbeddedEngine("tiny", parallel=2) as engine:
+    with EmbeddedEngine("tiny", parallel=2, cpus=str(cpus[0])) as engine:  # the engine on the first core
         assert _allowed_cpus(engine._server.pid) == str(cpus[0])  # every llama-server thread inherits it
         assert os.sched_getaffinity(0) == set(cpus[1:])  # the client's event loop: the other cores
         assert "--threads" in engine.describe()["command"] and engine.describe()["threads"] == 1
     assert os.sched_getaffinity(0) == before  # given back when the engine stops
-    monkeypatch.delenv(ENV)
     code = main(["run", "--num-prompts", "4", "--random-input-len", "16", "--random-output-len", "4",
                  "--ignore-eos", "--save-result", "--result-dir", str(tmp_path), "--result-filename", "p.json",
                  "--disable-tqdm", "--engine-parallel", "2"])

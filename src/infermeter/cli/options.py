@@ -74,6 +74,8 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--engine-model",), dict(default="tiny", help="embedded engine's model: tiny, 1b, gemma3-270m")),
     (("--engine-parallel",), dict(type=int, default=8, help="embedded engine's continuous-batching slots")),
     (("--engine-ctx-size",), dict(type=int, default=None, help="embedded engine's context size")),
+    (("--engine-cpus",), dict(default="auto", help="embedded engine's cores: auto (on 2-3 cores the engine and "
+                                                  "the client get their own), off, or a list such as 0 or 0,1")),
     (("--no-telemetry",), dict(action="store_true", help="do not sample GPU memory or the server's /metrics")),
     (("--telemetry-gpu",), dict(default="auto", help="auto, none, nvml, nvidia-smi, amdsmi, amd-smi, "
                                                      "rocm-smi, dcgm:URL or agent:URL")),
@@ -225,7 +227,7 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "trust_remote_code": ns.trust_remote_code, "headers": _headers(ns.header or []),
         "api_key_env": ns.api_key_env, "api_key_file": ns.api_key_file,
         "engine_model": ns.engine_model, "engine_parallel": ns.engine_parallel,
-        "engine_ctx_size": ns.engine_ctx_size,
+        "engine_ctx_size": ns.engine_ctx_size, "engine_cpus": ns.engine_cpus,
         "dataset_name": dataset, "dataset_path": ns.dataset_path,
         "sonnet_input_len": ns.sonnet_input_len, "sonnet_output_len": ns.sonnet_output_len,
         "sonnet_prefix_len": ns.sonnet_prefix_len, "random_input_len": ns.random_input_len,

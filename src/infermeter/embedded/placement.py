@@ -7,7 +7,7 @@ tiny engine's token gaps are a few milliseconds, so that noise alone can make
 a run client-bound (INVALID).  With the engine pinned to its own cores and the
 client to another, the client's loop lag falls to a small fraction of a gap.
 
-``INFERMETER_ENGINE_CPUS`` decides:
+``--engine-cpus`` (``auto``, ``off`` or a list of cores) decides:
 
 * unset or ``auto``: with 2 or 3 usable cores, the engine gets all but the
   last one (one thread per core) and the client the last one; with one core,
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from infermeter.errors import UserError
 
-ENV = "INFERMETER_ENGINE_CPUS"
+FLAG = "--engine-cpus"
 FEW_CORES = 3  # up to this many usable cores, the engine and the client are pinned apart
 
 
@@ -60,28 +60,28 @@ def _cores(cpus: Sequence[int]) -> str:
 
 
 def choose(allowed: Sequence[int], setting: str | None) -> Placement:
-    """The placement for usable cores ``allowed`` and the ``INFERMETER_ENGINE_CPUS`` value ``setting``."""
+    """The placement for usable cores ``allowed`` and the ``--engine-cpus`` value ``setting``."""
     allowed = sorted(set(allowed))
     n = len(allowed)
     spread = max(1, n - 1)
     value = (setting or "auto").strip().lower()
     if value == "off":
-        return Placement(None, None, spread, False, f"not pinned ({ENV}=off)")
+        return Placement(None, None, spread, False, f"not pinned ({FLAG} off)")
     if value != "auto":
         try:
             engine = sorted({int(x) for x in value.replace(" ", "").split(",") if x})
         except ValueError:
             engine = []
         if not engine:
-            raise UserError(f"{ENV}={setting!r} is not 'auto', 'off' or a list of cores",
-                            f"set it to e.g. {ENV}=0 (engine on core 0, the client on the others), or unset it")
+            raise UserError(f"{FLAG} {setting!r} is not 'auto', 'off' or a list of cores",
+                            f"pass e.g. {FLAG} 0 (engine on core 0, the client on the others), or leave it out")
         missing = sorted(set(engine) - set(allowed))
         if missing:
-            raise UserError(f"{ENV} names core(s) {missing} this process may not run on",
+            raise UserError(f"{FLAG} names core(s) {missing} this process may not run on",
                             f"use cores from {allowed}")
         client = tuple(c for c in allowed if c not in engine) or None
         return Placement(tuple(engine), client, len(engine), True,
-                         f"as {ENV} asks: engine on {_cores(engine)}, client on "
+                         f"as {FLAG} asks: engine on {_cores(engine)}, client on "
                          + (_cores(client) if client else "any core"))
     if n < 2:
         return Placement(None, None, 1, False, "one usable core: the engine and the client share it")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable
 
-from infermeter.embedded.placement import ENV, Placement, choose, pin_current_thread, restore, usable_cpus
+from infermeter.embedded.placement import Placement, choose, pin_current_thread, restore, usable_cpus
 
 
 class EmbeddedEngine:
@@ -14,8 +13,10 @@ class EmbeddedEngine:
 
     def __init__(self, model: str = "tiny", *, parallel: int = 8, ctx_size: int | None = None,
                  progress: Callable[[str, int | None, int | None], None] | None = None,
-                 log: Callable[[str], None] = lambda m: None, log_path: Path | None = None) -> None:
+                 log: Callable[[str], None] = lambda m: None, log_path: Path | None = None,
+                 cpus: str = "auto") -> None:
         self.model_name = model
+        self.cpus = cpus  # --engine-cpus: auto, off or a list of cores (embedded/placement.py)
         self.parallel = parallel
         self.ctx_size = ctx_size
         self.progress = progress
@@ -51,7 +52,7 @@ class EmbeddedEngine:
         # A server that takes every core delays the client's timestamps, and the run
         # would rightly be flagged client-bound: on few cores the two get their own
         # (embedded/placement.py), elsewhere the engine leaves one core's worth free.
-        self.placement = choose(usable_cpus(), os.environ.get(ENV))
+        self.placement = choose(usable_cpus(), self.cpus)
         self.log(f"starting embedded llama-server with {self._files.model_id} ({self.parallel} slots); "
                  f"{self.placement.why}")
         self._server = EmbeddedServer(binary=binary, model=self._files, parallel=self.parallel,

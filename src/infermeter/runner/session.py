@@ -241,8 +241,8 @@ def _target(spec: RunSpec, log, engine_progress) -> Iterator[tuple[str, Any]]:
     if spec.uses_embedded_engine():
         from infermeter.embedded.target import EmbeddedEngine
 
-        server = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel,
-                                ctx_size=spec.engine_ctx_size, progress=engine_progress, log=log)
+        server = EmbeddedEngine(spec.engine_model, parallel=spec.engine_parallel, ctx_size=spec.engine_ctx_size,
+                                progress=engine_progress, log=log, cpus=spec.engine_cpus)
     else:
         server = ExistingServer(spec.server_url())
     with open_target(server) as live:

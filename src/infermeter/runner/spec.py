@@ -39,6 +39,7 @@ class RunSpec(BaseModel):
     engine_model: str = "tiny"
     engine_parallel: int = 8
     engine_ctx_size: int | None = None
+    engine_cpus: str = "auto"  # auto | off | a list of cores for the engine (embedded/placement.py)
     # workload
     dataset_name: str = "random"
     dataset_path: str | None = None
