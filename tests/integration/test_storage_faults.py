@@ -197,3 +197,25 @@ def test_a_server_model_name_cannot_break_file_names(test_server, tokenizer_dir,
     assert len(files) == 2 and all(len(f) <= 160 and f.isprintable() and "/" not in f for f in files), files
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert result["infermeter"]["target"]["served_models"] == [name]  # the name itself is kept, as data
+
+
+def test_a_sweep_stops_at_a_full_disk_with_one_line(test_server, tokenizer_dir, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(session, "write_json_atomic", full)  # the cells' result JSON
+    server = test_server(ttft_ms=2, itl_ms=1)
+    spec = {"name": "t", "output_dir": str(tmp_path / "exp"),
+            "targets": {"a": {"url": server.base_url, "backend": "vllm", "model": "test-model",
+                              "tokenizer": str(tokenizer_dir)}},
+            "workloads": {"rnd": {"dataset": "random", "random_input_len": 16, "random_output_len": 4}},
+            "load": {"burst": [2, 4]}, "options": {"ignore_eos": True}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    t0 = time.monotonic()
+    code = main(["sweep", str(tmp_path / "spec.yaml"), "--disable-tqdm"])
+    assert code == 9 and time.monotonic() - t0 < 60
+    line = one_error_line(capsys.readouterr().err)
+    assert "no space left on device writing" in line and "result.json" in line
+    assert server.stats()["count"] == 2  # the second cell never ran

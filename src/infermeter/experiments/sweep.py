@@ -137,6 +137,8 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
                                     ev.target_skipped(target, f"the target failed; its {len(rest)} remaining "
                                                               "cell(s) stay pending")
                                 break
+                except StorageError:  # a full disk: every later cell would fail the same way
+                    raise
                 except UserError as exc:  # the engine did not start: this target's cells stay pending
                     pending = [c.cell_id for c in cells if c.cell_id not in outcome.done
                                and c.cell_id not in outcome.failed]
