@@ -66,3 +66,10 @@ def user_error_from_validation(exc: Exception, fix: str = "see 'infermeter run -
     if more:
         problem += f" (and {more} more problem{'s' if more > 1 else ''})"
     return UserError(problem, fix)
+
+
+class StorageError(UserError):
+    """A result file could not be written (disk full, an I/O error): what was measured is
+    printed, the records written so far are kept whole."""
+
+    exit_code = 9

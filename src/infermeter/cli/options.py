@@ -85,6 +85,8 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--shard",), dict(default=None, help="run slice i of N of the schedule, e.g. 0/2")),
     (("--start-at",), dict(type=float, default=None, help="wall-clock epoch (s) at which the window starts")),
     (("--workers",), dict(type=int, default=1, help="client processes, each running one shard")),
+    (("--overwrite",), dict(action="store_true",
+                            help="replace an existing --result-filename (without it, an existing file is refused)")),
 )
 
 
@@ -269,23 +271,40 @@ def unsaved_dir() -> Path:
 
 
 def vllm_result_filename(ns: argparse.Namespace, model: str, date: str) -> str:
-    """vLLM's default result file name (compute_result_filename in vllm/benchmarks/serve.py)."""
-    label = ns.label or ns.backend
+    """vLLM's default result file name (compute_result_filename in vllm/benchmarks/serve.py), with the
+    label and model made safe for a file name (storage/names.py ``slug``)."""
+    from infermeter.storage.names import slug
+
+    label = slug(ns.label or ns.backend, empty="run")
     conc = f"-concurrency{ns.max_concurrency}" if ns.max_concurrency is not None else ""
-    base = model.split("/")[-1]
+    base = slug(model.split("/")[-1])
     if ns.ramp_up_strategy is not None:
         return (f"{label}-ramp-up-{ns.ramp_up_strategy}-{ns.ramp_up_start_rps}qps-{ns.ramp_up_end_rps}qps"
                 f"{conc}-{base}-{date}.json")
     return f"{label}-{ns.request_rate}qps{conc}-{base}-{date}.json"
 
 
-def _result_place(ns: argparse.Namespace) -> dict[str, Any]:
+def date_stamp() -> str:
+    """The date part of generated result names, to the second (as vLLM's)."""
     from datetime import datetime
 
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _result_place(ns: argparse.Namespace) -> dict[str, Any]:
+    """Where the run's own files go.  A run never replaces another run's files: generated
+    names take the next free name; an explicit ``--result-filename`` in --result-dir that
+    exists is refused unless ``--overwrite``; the unsaved-runs cache never overwrites."""
+    if ns.overwrite and ns.append_result:
+        raise UserError("--overwrite and --append-result contradict each other",
+                        "pass --append-result to add the result to the file, or --overwrite to replace it")
     saving = ns.save_result and not ns.append_result
-    out: dict[str, Any] = {"result_dir": (ns.result_dir or ".") if saving else str(unsaved_dir())}
+    out: dict[str, Any] = {"result_dir": (ns.result_dir or ".") if saving else str(unsaved_dir()),
+                           "if_exists": "next"}
     if ns.result_filename is None and ns.model is not None:
-        out["result_filename"] = vllm_result_filename(ns, ns.model, datetime.now().strftime("%Y%m%d-%H%M%S"))
+        out["result_filename"] = vllm_result_filename(ns, ns.model, date_stamp())
+    elif saving and ns.result_filename is not None:
+        out["if_exists"] = "overwrite" if ns.overwrite else "refuse"
     return out
 
 

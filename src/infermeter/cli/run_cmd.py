@@ -80,11 +80,23 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
         keys = {k: v for k, v in report.result.items() if k not in ("input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter")}
         print(json.dumps(keys, indent=2))
     else:
-        print_summary(console, report.result, str(report.result_path), str(report.records_path))
+        shown = str(report.result_path) if report.result_saved else f"{report.result_path} (NOT WRITTEN)"
+        print_summary(console, report.result, shown, str(report.records_path))
     if report.server_log:
         console.print(f"Server log: {report.server_log}")
+    write_error = report.write_error
     if settings is not None:
-        _vllm_result_file(report, settings, console)
+        name = spec.result_filename or report.result_path.name  # the asked-for name, as vLLM writes it
+        try:
+            _vllm_result_file(report, name, settings, console)
+        except OSError as exc:  # disk full, read-only: said below, after what was measured
+            from infermeter.storage.names import storage_error
+
+            write_error = write_error or storage_error(exc, Path(settings["result_dir"]) / name)
+    if write_error is not None:  # the summary above is whole; the disk could not take it all
+        console.file.flush()
+        print(f"infermeter: error: {safe_text(write_error)}", file=sys.stderr)
+        raise typer.Exit(write_error.exit_code)
     code = exit_code_for(report.result)
     if code:
         raise typer.Exit(code)
@@ -93,6 +105,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
 EXIT_OK = 0
 EXIT_REQUEST_ERRORS = 5  # the run finished; some requests failed
 EXIT_STOPPED = 6  # a stop rule (--max-errors, --max-error-rate) ended the run early
+EXIT_STORAGE = 9  # a result file could not be written (disk full): the summary is printed (errors.StorageError)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: completed requests and a partial result are saved
 
 
@@ -105,11 +118,11 @@ def exit_code_for(result: dict) -> int:
     return EXIT_OK
 
 
-def _vllm_result_file(report, settings: dict, console: Console) -> None:
+def _vllm_result_file(report, name: str, settings: dict, console: Console) -> None:
     """vLLM's --save-result / --append-result: where the result JSON goes."""
     if settings["append_result"]:
         # vLLM opens the file for appending and writes a newline before each result after the first
-        target = Path(settings["result_dir"]) / report.result_path.name
+        target = Path(settings["result_dir"]) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "a+", encoding="utf-8") as out:
             if out.tell() != 0:

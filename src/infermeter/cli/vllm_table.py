@@ -186,8 +186,11 @@ VLLM_OPTIONS: tuple[VOpt, ...] = (
     _o("--metadata", "same", "KEY=VALUE pairs saved as top-level keys of the result", ("metadata",),
        metavar="KEY=VALUE", nargs="*"),
     _o("--result-dir", "same", "default: the current directory", ("result_dir",), type=str, default=None),
-    _o("--result-filename", "same", "default as vLLM's: {label}-{request_rate}qps[-concurrency{N}]-{model}-"
-       "{date}.json", ("result_filename",), type=str, default=None),
+    _o("--result-filename", "different", "default as vLLM's: {label}-{request_rate}qps[-concurrency{N}]-{model}-"
+       "{date}.json (label and model made safe for a file name; a name taken in the same second gets -2, -3, "
+       "...); vLLM overwrites an existing file, infermeter refuses it unless --overwrite (or --append-result) is "
+       "given, and the name must be a plain file name inside --result-dir", ("result_filename",), type=str,
+       default=None),
     _o("--ignore-eos", "same", "sent as ignore_eos; forced on for --dataset-name random, as vLLM forces it",
        ("ignore_eos",), action=_FLAG),
     _o("--self-timed", "rejected", "only for vLLM's timed_trace dataset, which infermeter does not have",

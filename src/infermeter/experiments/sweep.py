@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from infermeter.core.notices import Notice, as_notice
-from infermeter.errors import TargetError, UserError
+from infermeter.errors import StorageError, TargetError, UserError
 from infermeter.experiments.cells import Cell, Estimator, build_plan, runspec_from_settings
 from infermeter.experiments.spec import ExperimentSpec
 from infermeter.experiments.store import Store, _interrupted, copy_file
@@ -138,6 +138,8 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
                                     ev.target_skipped(target, f"the target failed; its {len(rest)} remaining "
                                                               "cell(s) stay pending")
                                 break
+                except StorageError:  # a full disk: every later cell would fail the same way
+                    raise
                 except UserError as exc:  # the engine did not start: this target's cells stay pending
                     pending = [c.cell_id for c in cells if c.cell_id not in outcome.done
                                and c.cell_id not in outcome.failed]
@@ -286,6 +288,8 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
                                      progress=progress is not None)
         spec = spec.model_copy(update={"target_name": cell.target, "cell_id": cid})
         report = execute_run(spec, argv=argv, progress=factory, engine_progress=engine_progress, log=ev.log)
+        if report.write_error is not None:  # disk full: this cell's files are incomplete
+            raise report.write_error
     except KeyboardInterrupt:
         _set_aside_interrupted(store, cell, outcome)
         raise
@@ -293,6 +297,10 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
         if not isinstance(exc, UserError) and os.environ.get("INFERMETER_DEBUG"):
             raise
         error = str(exc) if isinstance(exc, UserError) else f"internal error: {type(exc).__name__}: {exc}"
+        if isinstance(exc, StorageError):  # disk full: every later cell would fail too; stop the sweep
+            with contextlib.suppress(OSError):
+                store.fail_cell(record, error)
+            raise
         _copy_log(rt, log_offset, cdir)
         store.fail_cell(record, error)
         outcome.failed.append(cid)

@@ -81,6 +81,7 @@ class LoadRunner:
         self._warmup_bodies = [_compact(protocol.build_body(p, options)) for p in self.warmup_prompts]
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
+        self.sink_error: Exception | None = None  # why the sink stopped taking records
         self._origin = 0.0
         self._backlog: collections.deque[tuple[RequestRecord, RawExchange]] = collections.deque()
         self._backlog_scheduled = False
@@ -189,6 +190,11 @@ class LoadRunner:
         try:
             if self.sink is not None:
                 self.sink(rec)
+        except Exception as exc:  # the records file cannot be written (disk full): stop, never hang
+            self.sink = None
+            self.sink_error = exc
+            self.request_stop(f"records could not be written ({exc.strerror or exc})"
+                              if isinstance(exc, OSError) else f"records could not be written ({exc})")
         finally:  # kept even if the sink fails, as the full list kept it before
             if not rec.warmup and self._open.pop(id(rec), None) is not None:
                 self._store.append(rec)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from infermeter.errors import safe_text
 from infermeter.reports.charts import Chart
 from infermeter.reports.tables import SUMMARY_METRICS, Table
 
 
 def md_text(text: object) -> str:
-    """One line of Markdown table text: pipes, backslashes, HTML and newlines made inert."""
-    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    """One line of Markdown table text: control characters (ESC, BEL, bidi overrides) made ``?`` as on
+    the terminal (errors.safe_text), and pipes, backslashes, HTML and newlines made inert."""
+    s = safe_text(text).replace("\\", "\\\\").replace("|", "\\|")
     return s.replace("<", "&lt;").replace(">", "&gt;").replace("`", "\\`")
 
 

@@ -200,7 +200,7 @@ def probe(base: RunSpec, vary: str, load: float, slos: Sequence[SLOTarget], conf
     else:
         update = {"max_concurrency": int(load), "request_rate": math.inf, "arrival": None}
         tag = f"concurrency{int(load)}"
-    update["result_filename"] = f"capacity-{tag}.json"
+    update.update(result_filename=f"capacity-{tag}.json", if_exists="next")  # never over an earlier search
     report = run(base.model_copy(update=update))
     records = _records(report)
     checks = evaluate_slos(records, slos, confidence)

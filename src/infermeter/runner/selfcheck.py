@@ -143,7 +143,7 @@ def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_
         backend="vllm", base_url=server.base_url, model="test-model", tokenizer=tokenizer_dir,
         dataset_name="random", random_input_len=16, random_output_len=output_len, ignore_eos=True,
         num_prompts=requests, max_concurrency=concurrency, result_dir=str(result_dir),
-        result_filename=f"c{concurrency}-itl{itl_ms:g}.json", progress=False,
+        result_filename=f"c{concurrency}-itl{itl_ms:g}.json", if_exists="next", progress=False,
         request_id_header="X-Request-Id"))  # the test server records it: an exact join with its truth
     r = report.result
     records = list(read_records(report.records_path))

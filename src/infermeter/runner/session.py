@@ -36,6 +36,7 @@ from infermeter.runner.probe import probe_target
 from infermeter.runner.target import ExistingServer, open_target
 from infermeter.secrets import api_key_from, redact_argv, redact_headers, redact_url, url_credentials
 from infermeter.storage.files import RecordWriter, write_json_atomic
+from infermeter.storage.names import check_result_place, claim, sibling, slug, storage_error
 from infermeter.storage.result import build_result
 from infermeter.telemetry import TelemetrySession
 from infermeter.telemetry.summary import client_latencies, output_tokens_of, window_of
@@ -51,6 +52,9 @@ class RunReport:
     result_path: Path
     records_path: Path
     server_log: Path | None = None
+    # a file that could not be written (disk full): the result above is still whole in memory
+    write_error: UserError | None = None
+    result_saved: bool = True
 
 
 ProgressFactory = Callable[[Counters], contextlib.AbstractAsyncContextManager]
@@ -77,6 +81,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     if shard is not None:
         plan = shard.local_plan(global_plan)
     check_start_at(spec.start_at)
+    check_result_place(Path(spec.result_dir), spec.result_filename, spec.if_exists)
     width = min(plan.max_concurrency or plan.num_requests, plan.num_requests)
     note = ensure_open_files(width, strict=plan.mode is not LoadMode.RATE or plan.max_concurrency is not None,
                              what=(f"--max-concurrency {width}" if plan.max_concurrency
@@ -124,15 +129,14 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
                                  temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
                                  extra_body=dict(spec.extra_body))
         protocol = make_protocol(kind, endpoint)
-        result_dir = Path(spec.result_dir)
-        stem = _result_stem(spec, backend.name, model)
-        result_path = result_dir / (spec.result_filename or f"{stem}.json")
-        records_path = result_path.with_name(result_path.stem + ".records.jsonl")
-        if records_path.exists():
-            records_path.unlink()  # a fresh run owns its records file
-        counters = Counters()
         columns = record_columns(spec.target_name or spec.label or backend.name, spec.cell_id)
-        writer = RecordWriter(records_path, keep_text=spec.save_generated_text, columns=columns)
+        result_path, writer = claim(
+            Path(spec.result_dir), spec.result_filename or f"{_result_stem(spec, backend.name, model)}.json",
+            spec.if_exists if spec.result_filename else "next",
+            lambda path, replace: RecordWriter(path, keep_text=spec.save_generated_text, replace=replace,
+                                               columns=columns))
+        records_path = writer.path
+        counters = Counters()
         sink = telemetry.sink(writer, len(warm))  # samples again the moment the warm-up is over
         telemetry.mark_phase("load")
         try:
@@ -144,7 +148,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
         # What stop(outcome) would derive from the records, derived here by
         # walking them (stop would list them all: a long run's records are
         # kept compactly and rebuilt on access, so never all at once).
-        telemetry_path = result_path.with_name(result_path.stem + ".telemetry.jsonl")
+        telemetry_path = sibling(result_path, ".telemetry.jsonl")
         if telemetry.enabled:
             telemetry_summary = telemetry.stop(
                 path=telemetry_path, origin=outcome.start_epoch,
@@ -192,8 +196,17 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     result["infermeter"]["validity"] = assess(
         result, outcome.records, ValidityOptions(client_error_tolerance_pct=spec.client_error_tolerance))
     result["infermeter"]["telemetry"] = telemetry_summary
-    write_json_atomic(result_path, result)
-    return RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
+    report = RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
+    if writer.error is not None:  # the records stopped at the last whole line; the result says so
+        result["infermeter"]["records_incomplete"] = {"written": writer.count,
+                                                      "error": writer.error.strerror or str(writer.error)}
+        report.write_error = storage_error(writer.error, records_path)
+    try:
+        write_json_atomic(result_path, result)
+    except OSError as exc:  # disk full at the end: the caller prints the summary and says so
+        report.result_saved = False
+        report.write_error = report.write_error or storage_error(exc, result_path)
+    return report
 
 
 async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
@@ -279,7 +292,7 @@ def _check_context(prompts, max_model_len: int | None) -> None:
 def _result_stem(spec: RunSpec, backend: str, model: str) -> str:
     rate = "inf" if math.isinf(spec.request_rate) else f"{spec.request_rate:g}"
     conc = f"-concurrency{spec.max_concurrency}" if spec.max_concurrency else ""
-    safe_model = model.replace("/", "_").replace(":", "_")
+    safe_model = slug(model)  # the server's name: no path or control characters, bounded length
     shard = f"-shard{spec.shard.replace('/', 'of')}" if spec.shard else ""
     return f"{backend}-{rate}qps{conc}-{safe_model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{shard}"
 

@@ -7,7 +7,7 @@ this model one to one; experiment specs reuse it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -87,7 +87,9 @@ class RunSpec(BaseModel):
     metric_percentiles: str = "50,90,95,99"
     goodput: list[str] = Field(default_factory=list)
     result_dir: str = "results"
-    result_filename: str | None = None
+    result_filename: str | None = None  # a plain name inside result_dir; None: a generated, unique name
+    # an existing result_filename: refuse it, overwrite it (--overwrite), or take the next free name
+    if_exists: Literal["refuse", "overwrite", "next"] = "refuse"
     metadata: dict[str, str] = Field(default_factory=dict)
     save_generated_text: bool = False
     progress: bool = True
@@ -129,6 +131,7 @@ class RunSpec(BaseModel):
         from infermeter.backends import get_backend
         from infermeter.metrics.compute import GoodputSLO, parse_metric_names, parse_percentiles
         from infermeter.secrets import check_headers
+        from infermeter.storage.names import check_plain_name
 
         ints = {"num_prompts": MAX_COUNT, "warmup_requests": MAX_COUNT, "max_concurrency": MAX_CONCURRENCY,
                 "engine_parallel": 4096, "engine_ctx_size": MAX_TOKENS, "max_errors": MAX_COUNT,
@@ -184,6 +187,8 @@ class RunSpec(BaseModel):
         if self.goodput:
             GoodputSLO.parse(self.goodput)
         check_headers(self.headers)
+        if self.result_filename is not None:
+            check_plain_name(self.result_filename)
         self.workload_spec()
 
     def workload_spec(self):

@@ -66,6 +66,8 @@ def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -
     try:
         use_uvloop()
         report = run_single(spec, argv=argv, start_gate=gate)
+        if report.write_error is not None:  # disk full: the parent cannot merge what is not on disk
+            raise report.write_error
         message = ("done", str(report.result_path))
     except UserError as exc:
         message = ("error", (type(exc).__name__, exc.problem, exc.fix, exc.exit_code))
@@ -101,22 +103,34 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     from infermeter.runner.session import RunReport, _result_stem
     from infermeter.metrics.merge import merge_files
     from infermeter.load.shard import check_start_at
+    from infermeter.storage.files import RecordWriter, write_json_atomic
+    from infermeter.storage.names import check_result_place, claim, sibling, storage_error
 
     validate(spec)
     check_start_at(spec.start_at)
     n = spec.workers
     cpus = worker_cpus(os.environ.get("INFERMETER_WORKER_CPUS"), n)
     result_dir = Path(spec.result_dir)
-    stem = Path(spec.result_filename).stem if spec.result_filename else \
-        _result_stem(spec, spec.backend, (spec.served_model_name or spec.model or "model"))
-    result_path = result_dir / (spec.result_filename or f"{stem}.json")
-    shard_dir = result_dir / f"{stem}.shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    check_result_place(result_dir, spec.result_filename, spec.if_exists)
+    # the run's names are claimed now (an empty records file; the merge writes it), so the
+    # shards' folder is this run's own
+    result_path, claimed = claim(
+        result_dir, spec.result_filename or
+        f"{_result_stem(spec, spec.backend, (spec.served_model_name or spec.model or 'model'))}.json",
+        spec.if_exists if spec.result_filename else "next",
+        lambda path, replace: RecordWriter(path, replace=replace))
+    claimed.close()
+    shard_dir = sibling(result_path, ".shards")
+    try:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, shard_dir, folder=True) from None
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
     for i in range(n):
         child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
                                         "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
+                                        "if_exists": "overwrite",
                                         "start_at": None, "telemetry": False})  # sampled once, here
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or []), cpus[i]),
@@ -152,7 +166,10 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
             if p.is_alive():
                 p.terminate()
                 p.join()
-    result, records_path = merge_files([Path(p) for p in paths], result_path)
+    try:
+        result, records_path = merge_files([Path(p) for p in paths], result_path)
+    except OSError as exc:  # disk full while merging: the shards' files are kept
+        raise storage_error(exc, result_path) from None
     result["infermeter"]["workers"] = n
     result["infermeter"]["shards_dir"] = os.path.relpath(shard_dir, result_path.parent)
     origin = float(result["infermeter"]["start_epoch"])
@@ -160,10 +177,12 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
         path=result_path.with_name(result_path.stem + ".telemetry.jsonl"), origin=origin,
         window=(origin, origin + float(result.get("duration") or 0.0)),
         output_tokens=int(result.get("total_output_tokens") or 0))
-    from infermeter.storage.files import write_json_atomic
-
-    write_json_atomic(result_path, result)
-    return RunReport(result=result, result_path=result_path, records_path=records_path)
+    report = RunReport(result=result, result_path=result_path, records_path=records_path)
+    try:
+        write_json_atomic(result_path, result)
+    except OSError as exc:  # disk full at the end: the caller prints the summary and says so
+        report.result_saved, report.write_error = False, storage_error(exc, result_path)
+    return report
 
 
 def _wait_all(conns, procs, want: str, timeout: float | None) -> list:

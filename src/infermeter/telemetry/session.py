@@ -239,8 +239,12 @@ class TelemetrySession:
         summary["series_file"] = None
         if path is not None and samples:  # nothing sampled (no GPU, no /metrics): no file
             path = Path(path)
-            _write_series(path, samples, summary)
-            summary["series_file"] = path.name
+            try:
+                _write_series(path, samples, summary)
+                summary["series_file"] = path.name
+            except OSError as exc:  # disk full: the summary is kept, the series is not
+                summary["series_file"] = None
+                summary["series_error"] = f"{path.name}: {exc.strerror or exc}"
         return summary
 
 
