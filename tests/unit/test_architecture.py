@@ -139,3 +139,18 @@ def test_the_cycle_finder_finds_cycles():
 def test_no_module_over_500_lines(path: Path):
     lines = len(path.read_text().splitlines())
     assert lines <= 500, f"{path.relative_to(SRC)} has {lines} lines; split it by concern"
+
+
+def test_tests_mirror_the_packages():
+    """Unit and integration tests live in a folder per package (tests/<kind>/<package>/), not by theme."""
+    tests = Path(__file__).resolve().parents[1]
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    misplaced = []
+    for kind in ("unit", "integration"):
+        for path in (tests / kind).rglob("test_*.py"):
+            rel = path.relative_to(tests / kind)
+            if rel == Path("test_architecture.py"):
+                continue  # about the whole package
+            if len(rel.parts) != 2 or rel.parts[0] not in packages:
+                misplaced.append(f"{kind}/{rel}")
+    assert not misplaced, f"put these under tests/<kind>/<package>/: {misplaced}"

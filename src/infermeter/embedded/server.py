@@ -17,7 +17,7 @@ but attention then spans the shared pool.  Either way a slot never exceeds the
 model's training context.  ``slot_ctx`` reports what each slot got (from ``/props``).
 
 Server behaviour checked against this build (llama.cpp ``0.5.0-dev (build 1, commit
-0c1e570)``) with the ``tiny`` model; tests/integration/test_engine.py keeps each checked:
+0c1e570)``) with the ``tiny`` model; tests/integration/embedded/test_engine.py keeps each checked:
 
 * ``ignore_eos: true`` + ``max_tokens: N`` gives exactly N completion tokens
   (``usage.completion_tokens == N``, ``finish_reason == "length"``), on
