@@ -15,12 +15,9 @@ def build() -> None:
     """Build llama-server from the pinned llama.cpp sources (once; cached)."""
     from infermeter.embedded.build import ensure_llama_server
 
-    err = Console(stderr=True)
+    from infermeter.cli.engine_progress import EngineProgress
 
-    def progress(phase: str, done: int | None, total: int | None) -> None:
-        err.print(f"engine: {phase}" + (f" {done}/{total}" if done is not None and total else ""))
-
-    path = ensure_llama_server(progress)
+    path = ensure_llama_server(EngineProgress(Console(stderr=True), dim=False))
     Console().print(f"llama-server: {path}")
 
 

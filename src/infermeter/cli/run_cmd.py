@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from infermeter.cli.app import app
+from infermeter.cli.engine_progress import EngineProgress
 from infermeter.cli.progress import live_progress
 from infermeter.cli.signals import raise_keyboard_interrupt
 from infermeter.cli.summary import print_summary
@@ -50,11 +51,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
     def log(msg: str) -> None:  # messages may quote the server (model names): no markup, no escapes
         err.print(f"[dim]{escape(safe_text(msg))}[/dim]", markup=True, highlight=False)
 
-    def engine_progress(phase: str, done: int | None, total: int | None) -> None:
-        if done is not None and total:
-            err.print(f"[dim]engine: {phase} {done}/{total}[/dim]")
-        else:
-            err.print(f"[dim]engine: {phase}[/dim]")
+    engine_progress = EngineProgress(err)
 
     use_uvloop()
     # SIGTERM outside the load (preflight, engine start) unwinds like Ctrl-C: servers

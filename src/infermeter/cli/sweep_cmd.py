@@ -201,6 +201,7 @@ def cell_summary(row: dict[str, Any]) -> str:
 
 
 def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, progress: bool = True) -> int:
+    from infermeter.cli.engine_progress import EngineProgress
     from infermeter.cli.progress import live_progress
     from infermeter.experiments.cells import format_duration
     from infermeter.experiments.sweep import run_sweep
@@ -208,8 +209,7 @@ def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     events = ConsoleEvents(err)
 
-    def engine_progress(phase: str, done: int | None, total: int | None) -> None:
-        err.print(f"[dim]engine: {phase}{f' {done}/{total}' if done is not None and total else ''}[/dim]")
+    engine_progress = EngineProgress(err)
 
     use_uvloop()
     try:

@@ -51,6 +51,7 @@ class LoadRunner:
         indices: Sequence[int] | None = None,
         offsets: Sequence[float] | None = None,
         start_at: float | StartGate | None = None,
+        after_warmup: Callable[[], None] | None = None,
     ) -> None:
         if len(prompts) != plan.num_requests:
             raise ValueError("one prompt per planned request")
@@ -63,6 +64,7 @@ class LoadRunner:
         if self._offsets is not None and len(self._offsets) != plan.num_requests:
             raise ValueError("one send offset per planned request")
         self.start_at = start_at
+        self.after_warmup = after_warmup  # called between the warm-up and the window (telemetry samples)
         self.transport = transport
         self.protocol = protocol
         self.options = options
@@ -332,6 +334,8 @@ class LoadRunner:
 
     async def run(self) -> RunOutcome:
         warm = await self._warmup()
+        if warm and self.after_warmup is not None:
+            self.after_warmup()  # before the window's origin: it may block the loop for a scrape
         start_at = self.start_at
         if start_at is not None and not isinstance(start_at, (int, float)):
             start_at = await start_at()  # e.g. a worker waiting for its siblings

@@ -137,11 +137,11 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
                                                columns=columns))
         records_path = writer.path
         counters = Counters()
-        sink = telemetry.sink(writer, len(warm))  # samples again the moment the warm-up is over
+        shard_args["after_warmup"] = telemetry.after_warmup  # samples again between warm-up and window
         telemetry.mark_phase("load")
         try:
             outcome = asyncio.run(_drive(
-                spec, base_url, headers, protocol, options, plan, prompts, warm, sink, counters,
+                spec, base_url, headers, protocol, options, plan, prompts, warm, writer, counters,
                 progress, tokenizer, shard_args))
         finally:
             writer.close()

@@ -153,29 +153,15 @@ class TelemetrySession:
         if self._loops:
             self._sample_all(wait)
 
-    def sink(self, inner: Callable[[Any], None], warmup_requests: int) -> Callable[[Any], None]:
-        """Wrap the runner's record sink so that, when the last warm-up request has
-        finished, every source samples at once: the server's counters and histograms are
-        then read after the warm-up and before the measured window (which starts only
-        when the warm-up is over), so warm-up requests stay out of the window's deltas.
-
-        That one call blocks the event loop for the length of a scrape, on purpose: it
-        runs inside the last warm-up record's completion, before the window opens, so
-        it delays nothing measured.  Every other call is a counter increment.  Without
-        warm-up requests the ``load`` mark made just before the run does this job."""
-        if not self.enabled or not self._loops or warmup_requests <= 0:
-            return inner
-        seen = 0
-
-        def sink(rec: Any) -> None:
-            nonlocal seen
-            inner(rec)
-            if getattr(rec, "warmup", False):
-                seen += 1
-                if seen == warmup_requests:
-                    self._sample_all(wait=2.0)
-
-        return sink
+    def after_warmup(self) -> None:
+        """Every source samples at once, between the warm-up and the measured window (the load
+        generator calls this before it sets the window's origin): the server's counters and
+        histograms are then read after the warm-up, so warm-up requests stay out of the window's
+        deltas.  The call blocks the event loop for the length of a scrape, on purpose: nothing
+        measured is scheduled yet.  Without warm-up requests the ``load`` mark made just before
+        the run does this job."""
+        if self.enabled and self._loops:
+            self._sample_all(wait=2.0)
 
     def close(self) -> None:
         """Stop sampling (idempotent); no summary, nothing written."""

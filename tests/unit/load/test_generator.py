@@ -22,6 +22,8 @@ STREAM = [b'data: {"choices":[{"text":" a"}]}\n\n', b'data: {"choices":[{"text":
 class FakeTransport:
     """Answers every POST after ``delay`` seconds with a two-token stream."""
 
+    request_id_header = None  # the Transport contract (core/transport.py): no request tagging
+
     def __init__(self, delay=0.002):
         self.delay = delay
         self.bodies: list[bytes] = []
@@ -151,3 +153,21 @@ def test_the_open_loop_keeps_no_finished_request_alive():
     # Only those whose done-callbacks have yet to run: a handful on a quiet core, a few
     # more when the machine is busy.  Keeping finished tasks, as before, holds ~n/3 here.
     assert max(alive_done) <= 20
+
+
+def test_after_warmup_runs_between_the_warmup_and_the_window():
+    # A telemetry scrape here may block the loop for a while: it must come before the window's
+    # origin, or every measured request would start late on its own schedule.
+    calls = []
+    plan = make_plan(6, max_concurrency=2, warmup_requests=2)
+
+    async def go():
+        runner = LoadRunner(FakeTransport(), OpenAIProtocol(chat=False), RequestOptions(model="m"), plan,
+                            prompts(6), prompts(2), after_warmup=lambda: calls.append(time.perf_counter()))
+        outcome = await runner.run()
+        return runner, outcome
+
+    runner, outcome = asyncio.run(go())
+    assert len(calls) == 1 and calls[0] < runner._origin
+    assert all(w.end is not None and w.end <= 0 for w in outcome.warmup_records)  # ran before the origin
+    assert all(r.sent >= 0 for r in outcome.records)

@@ -181,6 +181,7 @@ class _OneTokenServer:
     """Answers every POST at once with a one-token stream (enough for a LoadRunner)."""
 
     notes: list = []
+    request_id_header = None  # the Transport contract: no request tagging
 
     async def post(self, path, body, raw):
         raw.sent = raw.headers = time.perf_counter()

@@ -201,21 +201,11 @@ def test_for_run_reads_spec_settings():
     assert tel.timeline.initial == "ready" and not tel.mark_loading  # an external server is loaded already
 
 
-def test_sink_samples_once_when_the_last_warmup_request_finishes():
-    from types import SimpleNamespace
-
+def test_after_warmup_samples_every_source_once():
     gpu = FakeGpu()
-    written = []
     with TelemetrySession(gpu="none", gpu_interval=60, extra_samplers=[gpu]) as tel:
         before = gpu.forced_count
-        sink = tel.sink(written.append, warmup_requests=2)
-        sink(SimpleNamespace(warmup=True))
-        assert gpu.forced_count == before  # one warm-up request still running
-        sink(SimpleNamespace(warmup=True))
+        tel.after_warmup()
         assert gpu.forced_count == before + 1  # taken before the call returned
-        for _ in range(3):
-            sink(SimpleNamespace(warmup=False))
-        assert gpu.forced_count == before + 1 and len(written) == 5
-        inner = written.append
-        assert tel.sink(inner, 0) is inner  # no warm-up: nothing to wrap
         tel.stop()
+    TelemetrySession(gpu="none", enabled=False).after_warmup()  # telemetry off: nothing to sample, no error
