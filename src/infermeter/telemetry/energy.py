@@ -58,11 +58,13 @@ def _used(points: Points, start: float, end: float) -> list[tuple[float, float]]
 
 
 def _gap(used: list[tuple[float, float]], interval: float | None) -> str | None:
-    limit = max(GAP_INTERVALS * interval, GAP_MIN_S) if interval else GAP_MIN_S
+    """The first gap: longer than GAP_INTERVALS intervals and at least GAP_MIN_S seconds."""
     for (t0, _), (t1, _) in zip(used, used[1:]):
-        if t1 - t0 > limit:
-            every = f"every {interval:g} s" if interval else "unknown interval"
-            return f"samples missing: a {t1 - t0:.2f} s gap (sampled {every}; more than {limit:g} s is a gap)"
+        dt = t1 - t0
+        if dt >= GAP_MIN_S and (not interval or dt > GAP_INTERVALS * interval):
+            every = f"sampled every {interval:g} s" if interval else "sampling interval unknown"
+            return (f"samples missing: a {dt:.2f} s gap ({every}; a gap is over {GAP_INTERVALS:g} intervals "
+                    f"and at least {GAP_MIN_S:g} s)")
     return None
 
 
