@@ -277,3 +277,94 @@ def test_dstack_price_in_the_result():
     assert block["output_throughput_per_gpu"] == 125.0
     pending = efficiency_for(RESULT, spec, read_dstack=lambda n, p: offer_of({}, n))
     assert pending["usd_per_million_output_tokens"] is None and "dstack" in pending["reasons"]["cost"]
+
+
+# ---------------------------------------------------------------------- where the figures are read
+def _run_result(j_per_tok: float | None, usd: float | None, *, tput: float = 1000.0, target: str = "a") -> dict:
+    reasons = {} if usd is not None else {"cost": "no price: give --gpu-price"}
+    return {"completed": 10, "failed": 0, "num_prompts": 10, "duration": 10.0, "total_output_tokens": 80,
+            "request_throughput": 1.0, "output_throughput": tput, "total_token_throughput": 2 * tput,
+            "backend": "vllm", "model_id": "m", "ttfts": [0.1] * 10, "itls": [[0.01] * 7] * 10, "errors": [""] * 10,
+            "infermeter": {"work": {"exact": True}, "validity": {"label": "VALID", "reasons": []},
+                           "load": {"mode": "concurrency", "value": 8}, "target": {"name": target},
+                           "efficiency": {"output_throughput_per_gpu": tput / 2, "energy_per_output_token_j": j_per_tok,
+                                         "output_tokens_per_joule": 1 / j_per_tok if j_per_tok else None,
+                                         "usd_per_million_output_tokens": usd, "reasons": reasons}}}
+
+
+def test_compare_judges_the_figures_over_repeats(tmp_path):
+    import json
+
+    from infermeter.reports.compare import compare_groups
+    from infermeter.reports.compare_sides import Group, load_runs
+
+    def runs(prefix: str, values: list[tuple[float, float | None]]) -> Group:
+        out = []
+        for i, (j, usd) in enumerate(values):
+            path = tmp_path / f"{prefix}{i}.json"
+            path.write_text(json.dumps(_run_result(j, usd)))
+            out.extend(load_runs(str(path)))
+        return Group(("x",), out)
+
+    a = runs("a", [(0.50, 1.0), (0.51, 1.01), (0.49, 0.99)])
+    b = runs("b", [(0.40, None), (0.41, None), (0.39, None)])
+    comp = compare_groups(a, b)  # the default keys take the figures either side has
+    energy = comp.verdict("energy_per_output_token_j")
+    assert energy.verdict == "better" and "Welch" in energy.method  # less energy per token is better
+    cost = comp.verdict("usd_per_million_output_tokens")
+    assert cost.verdict == "no verdict" and cost.reason == "n/a in B: no price: give --gpu-price"
+    assert cost.a == pytest.approx(1.0) and cost.b is None  # shown, without a verdict
+    single = compare_groups(Group(("x",), a.runs[:1]), Group(("x",), b.runs[:1]))
+    assert "2+ repeats" in single.verdict("energy_per_output_token_j").reason
+
+
+def test_store_columns_report_tables_and_chart(tmp_path):
+    from infermeter.cli.store_cmd import format_table
+    from infermeter.experiments.store import headline
+    from infermeter.reports.data import cell_from_result
+    from infermeter.reports.efficiency_charts import efficiency_charts
+    from infermeter.reports.tables import all_cells_table, comparison_tables
+
+    row = headline(_run_result(0.0123, 2.5))
+    assert row["energy_per_output_token_j"] == 0.0123 and row["usd_per_million_output_tokens"] == 2.5
+    assert row["output_throughput_per_gpu"] == 500.0
+    table = format_table([{"cell_id": "c", **row}, {"cell_id": "d", **headline(_run_result(None, None))}])
+    head = table[0].split()
+    assert head[-4:] == ["tok/s/GPU", "J/tok", "$/Mtok", "flags"]
+    assert table[1].split()[-3:] == ["500", "0.0123", "2.5"] and table[2].split()[-3:] == ["500", "-", "-"]
+    cells = []
+    for target, scale in (("a", 1.0), ("b", 1.5)):
+        for c in (1, 4):
+            r = _run_result(0.01 * scale * c, 2.0 * scale / c, target=target)
+            r["infermeter"]["load"] = {"mode": "concurrency", "value": c}
+            cells.append(cell_from_result(r, {"cell_id": f"{target}.w.concurrency-{c}.r0", "target": target,
+                                              "workload": "w", "load_mode": "concurrency", "load_value": c,
+                                              "repeat": 0}))
+    all_cells = all_cells_table(cells)
+    assert all_cells.columns[-4:] == ["tok/s per GPU", "J/token", "$/Mtok", "flags"]
+    assert all_cells.rows[0][-3][0] == "0.01"  # three significant digits, not rounded away
+    titles = {t.metric: t for t in comparison_tables(cells)}
+    assert "energy_per_output_token_j" in titles and "usd_per_million_output_tokens" in titles
+    assert titles["usd_per_million_output_tokens"].note.startswith("lower is better")
+    (chart,) = efficiency_charts(cells)
+    assert chart.id == "efficiency-w-concurrency" and chart.png.startswith(b"\x89PNG")
+    assert efficiency_charts([cell_from_result(_run_result(None, None), {"cell_id": "x", "target": "a",
+                                                                         "workload": "w"})]) == []
+
+
+def test_sweep_targets_state_price_and_gpus():
+    from infermeter.experiments.cells import build_plan, fingerprint, runspec_from_settings
+    from infermeter.experiments.spec import ExperimentSpec
+
+    def spec(**target) -> ExperimentSpec:
+        return ExperimentSpec.model_validate({
+            "name": "e", "targets": {"t": {"url": "http://127.0.0.1:8000", **target}},
+            "workloads": {"w": {"dataset": "random"}}, "load": {"burst": [1]}})
+
+    with pytest.raises(ValueError, match="gpu_price needs gpu_price_per"):
+        spec(gpu_price=2.0)
+    (cell,) = build_plan(spec(gpu_price=2.0, gpu_price_per="gpu", gpu_count=4))
+    run = runspec_from_settings(cell.settings, base_url="http://127.0.0.1:8000", tokenizer=None, result_dir="r")
+    assert (run.gpu_price, run.gpu_price_per, run.gpu_count) == (2.0, "gpu", 4)
+    (plain,) = build_plan(spec())
+    assert fingerprint(cell.settings) == fingerprint(plain.settings)  # a price is not what is measured
