@@ -368,3 +368,24 @@ def test_sweep_targets_state_price_and_gpus():
     assert (run.gpu_price, run.gpu_price_per, run.gpu_count) == (2.0, "gpu", 4)
     (plain,) = build_plan(spec())
     assert fingerprint(cell.settings) == fingerprint(plain.settings)  # a price is not what is measured
+
+
+def test_dstack_run_get_through_the_cli(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from infermeter.runner.efficiency import read_offer
+
+    doc = tmp_path / "run.json"
+    doc.write_text(json.dumps(_dstack_run_doc(12.5, 1)))
+    script = tmp_path / "dstack"
+    script.write_text(f"#!{sys.executable}\nimport sys\nargs = sys.argv[1:]\n"
+                      f"if args[:2] == ['run', 'get'] and args[2] == 'vllm-h100':\n"
+                      f"    print(open({str(doc)!r}).read()); sys.exit(0)\n"
+                      f"print('Run vllm-x not found'); sys.exit(1)\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    offer = read_offer("vllm-h100")
+    assert (offer.price_per_hour, offer.gpus, offer.reason) == (12.5, 1, None)
+    missing = read_offer("vllm-x")
+    assert missing.price_per_hour is None and "not found" in missing.reason

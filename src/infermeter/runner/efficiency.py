@@ -3,7 +3,10 @@ dstack run that serves it), the arithmetic in metrics/efficiency.py (docs/cost.m
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
+
+from infermeter.errors import UserError
 
 from infermeter.metrics.efficiency import GpuCount, Price, choose_gpu_count, efficiency, telemetry_gpus
 
@@ -22,13 +25,25 @@ def dstack_price(spec: Any, read: Callable[..., Any] | None = None) -> tuple[Pri
     if not name:
         return None, GpuCount(None)
     project, _, run = name.rpartition("/")
-    if read is None:
-        from infermeter.servers.dstack_price import read_offer as read
-    offer = read(run, project or None)
+    offer = (read or read_offer)(run, project or None)
     if offer.price_per_hour is None:
         return Price(None, source="dstack", detail=offer.detail(), reason=offer.reason), GpuCount(None)
     price = Price(offer.price_per_hour, "node", "dstack", offer.detail())
     return price, GpuCount(offer.gpus, "dstack offer")
+
+
+def read_offer(name: str, project: str | None = None) -> Any:
+    """``dstack run get NAME --json`` through the CLI, its price read by dstack's models
+    (servers/dstack_price.py); a failure is an offer with no price and the reason: the run
+    is never stopped by it."""
+    from infermeter.servers.dstack import DstackRun
+    from infermeter.servers.dstack_price import DstackOffer, offer_of
+
+    try:
+        state = DstackRun(Path.cwd() / ".dstack.yml", name=name, project=project, timeout=60.0).get()
+    except UserError as exc:
+        return DstackOffer(name, None, None, reason=f"dstack run {name}: {exc.problem}")
+    return offer_of(state.raw, name)
 
 
 def efficiency_for(result: dict[str, Any], spec: Any, *, read_dstack: Callable[..., Any] | None = None

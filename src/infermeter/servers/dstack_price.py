@@ -12,10 +12,9 @@ replicas) costs the sum of their offers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from infermeter.errors import UserError, safe_text
+from infermeter.errors import safe_text
 
 
 @dataclass
@@ -64,18 +63,3 @@ def offer_of(doc: dict[str, Any], name: str = "") -> DstackOffer:
     if not jobs:
         return DstackOffer(run_name, None, None, reason=f"dstack run {run_name} is not provisioned yet: no offer price")
     return DstackOffer(run_name, sum(j["price_per_hour"] for j in jobs), sum(j["gpus"] for j in jobs), jobs)
-
-
-def read_offer(name: str, project: str | None = None, *, dstack_bin: str | None = None,
-               env: dict[str, str] | None = None) -> DstackOffer:
-    """``dstack run get NAME --json`` through the CLI, its price read by dstack's models;
-    every failure is an offer with no price and the reason (a run is never stopped by it)."""
-    from infermeter.servers.dstack import DstackRun
-
-    try:
-        run = DstackRun(Path.cwd() / ".dstack.yml", name=name, project=project, dstack_bin=dstack_bin, env=env,
-                        timeout=60.0)
-        state = run.get()
-    except UserError as exc:
-        return DstackOffer(name, None, None, reason=f"dstack run {name}: {exc.problem}")
-    return offer_of(state.raw, name)
