@@ -80,6 +80,15 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--telemetry-gpu",), dict(default="auto", help="auto, none, nvml, nvidia-smi, amdsmi, amd-smi, "
                                                      "rocm-smi, dcgm:URL or agent:URL")),
     (("--telemetry-interval",), dict(type=float, default=1.0, help="seconds between /metrics scrapes")),
+    (("--gpu-price",), dict(type=float, default=None, metavar="PER_HOUR",
+                            help="dollars per hour, for the cost per million tokens (docs/cost.md); "
+                                 "say per what with --gpu-price-per")),
+    (("--gpu-price-per",), dict(choices=["gpu", "node"], default=None,
+                                help="--gpu-price is per GPU-hour (gpu) or for the whole machine (node)")),
+    (("--gpu-count",), dict(type=int, default=None,
+                            help="GPUs serving the model (default: from GPU telemetry or the dstack offer)")),
+    (("--dstack-run",), dict(default=None, metavar="[PROJECT/]NAME",
+                             help="the dstack run serving the model: its offer price is the price")),
     (("--json",), dict(action="store_true", dest="json_summary",
                        help="print the result JSON's metrics instead of a table")),
     (("--shard",), dict(default=None, help="run slice i of N of the schedule, e.g. 0/2")),
@@ -254,6 +263,8 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "metadata": parse_kv(ns.metadata or [], "--metadata", "version=0.3.3"),
         "save_generated_text": ns.save_detailed, "progress": not ns.disable_tqdm, "label": ns.label,
         "shard": ns.shard, "start_at": ns.start_at, "workers": ns.workers,
+        "gpu_price": ns.gpu_price, "gpu_price_per": ns.gpu_price_per, "gpu_count": ns.gpu_count,
+        "dstack_run": ns.dstack_run,
     }
     if ns.input_len is not None:
         fields["random_input_len"] = ns.input_len

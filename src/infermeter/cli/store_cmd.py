@@ -59,6 +59,9 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
             ("ttft p50", lambda r: _fmt(r.get("median_ttft_ms"), ",.1f"), ">"),
             ("ttft p99", lambda r: _fmt(r.get("p99_ttft_ms"), ",.1f"), ">"),
             ("tpot p50", lambda r: _fmt(r.get("median_tpot_ms"), ",.2f"), ">"),
+            ("tok/s/GPU", lambda r: _fmt(r.get("output_throughput_per_gpu"), ",.0f"), ">"),
+            ("J/tok", lambda r: _fmt(r.get("energy_per_output_token_j"), ".3g"), ">"),
+            ("$/Mtok", lambda r: _fmt(r.get("usd_per_million_output_tokens"), ",.3g"), ">"),
             ("flags", _flags, "<")]
     table = [[c[0] for c in cols]] + [[safe_text(c[1](r)) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]

@@ -8,6 +8,8 @@ one line saying why the result is VALID or what makes it INVALID.
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -74,6 +76,7 @@ def summary_lines(result: dict) -> list[str]:
             value = result[f'p{label}_{metric}_ms']
             row(f"P{label} {metric.upper()} (ms)",
                 f"n/a (n = {counts[metric]})" if label in unsupported or value is None else f"{value:.2f}")
+    efficiency_lines(im.get("efficiency"), lines)
     client = im["client"]
     lines.append(rule("Client"))
     row("Client CPU (% of a core)", f"{100 * client['cpu_utilization']:.0f}")
@@ -94,6 +97,33 @@ def summary_lines(result: dict) -> list[str]:
     else:
         lines.append(rule(char="="))
     return lines
+
+
+def efficiency_lines(eff: dict | None, lines: list[str]) -> None:
+    """Per GPU, energy and cost (docs/cost.md): a figure, or n/a with its reason on the next line."""
+    if not eff:
+        return
+    lines.append(rule("Energy and cost"))
+    reasons = eff.get("reasons") or {}
+
+    def row(name: str, value: object, fmt: str, note: str, group: str) -> None:
+        if value is None:
+            lines.append(f"{name:<{LABEL}} n/a")
+            why = f"({safe_text(reasons.get(group) or 'not measured')})"
+            lines.extend(textwrap.wrap(why, 78, initial_indent="  ", subsequent_indent="   "))
+        else:
+            lines.append(f"{name:<{LABEL}} {format(value, fmt)}" + (f" ({safe_text(note)})" if note else ""))
+
+    gpus = f"{eff['gpu_count']} GPU{'s' if eff.get('gpu_count') != 1 else ''}, {eff.get('gpu_count_source')}"
+    row("Output tok/s per GPU", eff.get("output_throughput_per_gpu"), ",.2f", gpus, "per_gpu")
+    row("Energy per output token (J)", eff.get("energy_per_output_token_j"), ".4g",
+        eff.get("energy_method") or "", "energy")
+    if eff.get("mean_power_w") is not None:
+        row("Mean GPU power (W)", eff["mean_power_w"], ",.1f", "", "energy")
+    price = eff.get("price") or {}
+    basis = (f"${price['per_hour']:g}/{'GPU' if price.get('per') == 'gpu' else 'node'}-hour, {price.get('source')}"
+             if price else "")
+    row("Cost per million output tokens ($)", eff.get("usd_per_million_output_tokens"), ",.4g", basis, "cost")
 
 
 def placement_of(result: dict) -> dict | None:

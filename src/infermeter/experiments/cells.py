@@ -40,9 +40,11 @@ ENGINE_START_S = 5.0  # embedded engine start (model already generated)
 UNKNOWN_INPUT_LEN = 256  # sharegpt/jsonl: the dataset decides; assumed for estimates only
 UNKNOWN_OUTPUT_LEN = 256
 
+# What a target's runs cost (docs/cost.md): read after the run, so not measured.
+COST_FIELDS = ("gpu_price", "gpu_price_per", "gpu_count", "dstack_run")
 # Settings that say how to reach a target or when to give up, not what is measured: a resumed
 # sweep may change them without invalidating finished cells.
-CONNECTION_FIELDS = ("url", "headers", "api_key_env", "api_key_file", "estimate")
+CONNECTION_FIELDS = ("url", "headers", "api_key_env", "api_key_file", "estimate", *COST_FIELDS)
 NOT_MEASURED_RUN_FIELDS = ("metadata", "max_errors", "max_error_rate", "request_timeout", "stall_timeout",
                            "save_generated_text")
 
@@ -101,6 +103,7 @@ def target_settings(spec: ExperimentSpec, target: str) -> dict[str, Any]:
         out["engine"] = t.embedded.model_dump()  # type: ignore[union-attr]
     else:
         out["launch"] = t.launch.model_dump()  # type: ignore[union-attr]
+    out.update({k: getattr(t, k) for k in COST_FIELDS if getattr(t, k) is not None})
     return out
 
 
@@ -184,9 +187,11 @@ def runspec_from_settings(settings: dict[str, Any], *, base_url: str, tokenizer:
     elif t["kind"] == "launch":
         server = t["launch"]["settings"]
         fields.update(model=server.get("served_model_name") or server["model"],
-                      tokenizer=tokenizer or server.get("tokenizer") or server["model"])
+                      tokenizer=tokenizer or server.get("tokenizer") or server["model"],
+                      launch_gpu_count=int(server.get("tensor_parallel") or 1))
     else:
         fields["tokenizer"] = tokenizer
+    fields.update({k: t[k] for k in COST_FIELDS if t.get(k) is not None})
     run.setdefault("request_rate", math.inf)
     fields.update(run)
     fields.update(result_dir=result_dir, result_filename=result_filename, progress=progress)

@@ -88,6 +88,11 @@ class TargetSpec(_Strict):
     api_key_env: str | None = "OPENAI_API_KEY"
     api_key_file: str | None = None
     estimate: Throughput | None = None
+    # cost (docs/cost.md): dollars per hour, per GPU or per node (stated), or a dstack run's offer
+    gpu_price: float | None = Field(default=None, gt=0, lt=math.inf)
+    gpu_price_per: Literal["gpu", "node"] | None = None
+    gpu_count: int | None = Field(default=None, ge=1)
+    dstack_run: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -108,6 +113,11 @@ class TargetSpec(_Strict):
             raise ValueError("give exactly one of url, embedded or launch"
                              + (f" (got {', '.join(kinds)})" if kinds else "")
                              + " — e.g. url: http://127.0.0.1:8000, or embedded: {model: tiny}")
+        if (self.gpu_price is None) != (self.gpu_price_per is None):
+            raise ValueError("gpu_price needs gpu_price_per: gpu or node (and the other way round)"
+                             " — e.g. gpu_price: 2.49, gpu_price_per: gpu")
+        if self.gpu_price is not None and self.dstack_run:
+            raise ValueError("gpu_price and dstack_run both give the price — keep one")
         if self.embedded is not None:
             if self.backend not in (None, "llama.cpp"):
                 raise ValueError(f"backend {self.backend!r} does not apply to an embedded target"

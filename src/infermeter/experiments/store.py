@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from infermeter.errors import UserError
+from infermeter.metrics.efficiency import FIGURES, figures_of
 from infermeter.storage.files import write_json_atomic
 
 STORE_SCHEMA_VERSION = 1
@@ -54,6 +55,7 @@ CELL_COLUMNS: list[tuple[str, str]] = [
     ("total_token_throughput", "REAL"),
     *[(f"{s}_{m}_ms", "REAL") for m in METRICS for s in STATS],
     ("work_exact", "INTEGER"), ("client_bound", "INTEGER"), ("warnings", "INTEGER"),
+    *[(k, "REAL") for k in FIGURES],  # per GPU, energy and cost (metrics/efficiency.py; None: n/a)
 ]
 CELL_COLUMN_NAMES = [c for c, _ in CELL_COLUMNS]
 EXPERIMENT_COLUMNS = ["name", "kind", "description", "output_dir", "created", "updated", "infermeter_version",
@@ -410,6 +412,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     out["client_bound"] = client.get("client_bound") if isinstance(client.get("client_bound"), bool) else None
     out["stopped_early"] = im.get("stopped_early")
     out["warnings"] = len(im.get("warnings") or [])
+    out.update(figures_of(result))
     return out
 
 

@@ -24,6 +24,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
     """``baseline``/``baseline_lines``: verdict tables and lines against a baseline
     (reports/compare_report.py), shown in their own section of the HTML report."""
     from infermeter.reports.charts import build_charts
+    from infermeter.reports.efficiency_charts import efficiency_charts
     from infermeter.reports.html import render_html
     from infermeter.reports.markdown import render_markdown
     from infermeter.reports.tables import all_cells_table, comparison_tables, targets_table
@@ -53,7 +54,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
         n = sum(1 for c in cells if flag in c.flags)
         if n:
             warnings.append(f"{n} cells {what}: see the flags column.")
-    charts = build_charts(cells)
+    charts = build_charts(cells) + efficiency_charts(cells)
     comps = comparison_tables(cells)
     tt = targets_table(cells)
     errors = [(c.cell_id or c.target, c.error_messages) for c in cells if c.error_messages]

@@ -37,6 +37,9 @@ from infermeter.reports.compare_sides import BLOCKS, FAMILIES, Group, Run, group
 from infermeter.reports.data import METRICS, Cell
 FAMILY_LABEL = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E latency"}
 THROUGHPUT_KEYS = ("request_throughput", "output_throughput", "total_token_throughput")
+# one value per run, judged like throughput (over repeats); in the default keys where a side has them
+EFFICIENCY_KEYS = ("output_throughput_per_gpu", "energy_per_output_token_j", "output_tokens_per_joule",
+                   "usd_per_million_output_tokens", "usd_per_million_total_tokens")
 DEFAULT_STATS = ("mean", "median", "p99")
 INFO_KEYS = ("completed", "failed", "duration", "output_tokens_per_request")
 LATENCY_KEY = re.compile(r"^(mean|median|std|p\d{1,3}(?:\.\d+)?)_(ttft|tpot|itl|e2el)_ms$")
@@ -57,7 +60,7 @@ def parse_key(key: str) -> tuple[str, str, str]:
     m = DISTRIBUTION_KEY.match(key)
     if m:
         return "distribution", m.group(1), ""
-    if key in THROUGHPUT_KEYS:
+    if key in THROUGHPUT_KEYS or key in EFFICIENCY_KEYS:
         return "throughput", key, ""
     raise UserError(f"unknown metric key {key!r}",
                     "use a vLLM result key: mean_/median_/std_/pNN_ + ttft/tpot/itl/e2el + _ms (e.g. p99_ttft_ms), "
@@ -233,7 +236,10 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
                    n_boot: int = 1000, seed: int = 0, blocks: int = BLOCKS) -> GroupComparison:
     """Every metric of ``keys``.  ``blocks``: blocks of consecutive requests per run that the
     bootstrap resamples (0: single requests, as if they were independent)."""
-    keys = list(keys or default_keys())
+    if not keys:  # energy and cost where either side measured them (docs/cost.md)
+        keys = default_keys() + [k for k in EFFICIENCY_KEYS
+                                 if any(c.metrics.get(k) is not None for c in [*a.cells, *b.cells])]
+    keys = list(keys)
     parsed = {k: parse_key(k) for k in keys}
     reasons = [x for r in a.runs for x in validity_reasons("A", r)]
     reasons += [x for r in b.runs for x in validity_reasons("B", r)] + work_reasons(a, b)
@@ -318,10 +324,24 @@ def compare_groups(a: Group, b: Group, keys: list[str] | None = None, *, confide
         xb = [c.metrics.get(key) for c in b.cells if c.metrics.get(key) is not None]
         if reason:
             verdicts[k] = _no_verdict(k, reason, confidence, _mean(xa), _mean(xb))
+        elif key in EFFICIENCY_KEYS and (not xa or not xb):
+            side, g = ("A", a) if not xa else ("B", b)
+            verdicts[k] = _no_verdict(k, f"n/a in {side}: {_efficiency_reason(g, key)}", confidence,
+                                      _mean(xa), _mean(xb))
         elif len(xa) < 2 or len(xb) < 2:
             verdicts[k] = _no_verdict(k, f"{len(xa)} vs {len(xb)} runs (throughput needs 2+ repeats per side)",
                                       confidence, _mean(xa), _mean(xb))
         else:
-            verdicts[k] = _from_difference(k, welch_compare(xa, xb, confidence), True, METRICS[key][1])
+            verdicts[k] = _from_difference(k, welch_compare(xa, xb, confidence), METRICS[key][2], METRICS[key][1])
     return GroupComparison(a.name, b.name, len(a.runs), len(b.runs), reasons, [verdicts[k] for k in keys],
                            info, notes)
+
+
+def _efficiency_reason(g: Group, key: str) -> str:
+    """Why a group's runs have no value for an efficiency figure (their own recorded reason)."""
+    group = ("per_gpu" if key.endswith("per_gpu") else "cost" if key.startswith("usd") else "energy")
+    for r in g.runs:
+        block = (r.result.get("infermeter") or {}).get("efficiency")
+        if isinstance(block, dict) and (block.get("reasons") or {}).get(group):
+            return str(block["reasons"][group])
+    return "not measured"

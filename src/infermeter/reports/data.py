@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from infermeter.core.notices import message
 from infermeter.errors import UserError
+from infermeter.metrics.efficiency import FIGURES, figures_of
 
 # metric key -> (label, unit, higher_is_better)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -38,6 +39,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "p99_e2el_ms": ("p99 E2E latency", "ms", False),
     "duration": ("duration", "s", False),
     "output_tokens_per_request": ("output tokens per request", "tok", True),
+    **FIGURES,  # per GPU, energy and cost: result["infermeter"]["efficiency"] (docs/cost.md)
 }
 
 LOAD_LABELS = {"burst": "requests sent at once (burst size)", "concurrency": "requests in flight (concurrency)",
@@ -149,6 +151,7 @@ def metrics_of(result: dict[str, Any]) -> dict[str, float | None]:
         out["success_pct"] = 100.0 * completed / total if total else None
     tot_out = _num(result.get("total_output_tokens"))
     out["output_tokens_per_request"] = tot_out / completed if tot_out is not None and completed else None
+    out.update(figures_of(result))
     return out
 
 

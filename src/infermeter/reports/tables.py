@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infermeter.metrics.efficiency import FIGURES
 from infermeter.reports.data import (LOAD_LABELS, METRICS, Cell, Point, fmt_load, points_of, single_prompt_workloads,
                                      targets_of)
 
@@ -20,7 +21,11 @@ COMPARED = {"burst": ["output_throughput", "total_token_throughput", "mean_ttft_
                             "mean_tpot_ms", "mean_itl_ms"],
             "rate": ["sent_rate", "completion_rate", "request_throughput", "output_throughput", "success_pct",
                      "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms"]}
-SUMMARY_METRICS = ["output_throughput", "p99_ttft_ms"]
+# per GPU, energy and cost (docs/cost.md): a table only where some cell has them
+EFFICIENCY = ["output_throughput_per_gpu", "energy_per_output_token_j", "usd_per_million_output_tokens"]
+for _keys in COMPARED.values():
+    _keys.extend(EFFICIENCY)
+SUMMARY_METRICS = ["output_throughput", "p99_ttft_ms", *EFFICIENCY]
 TIE = 0.01  # within 1 %: about the same
 
 
@@ -45,6 +50,8 @@ def fmt_value(v: float | None, key: str = "") -> str:
         return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
     if unit in ("%", "% of sent"):
         return f"{v:.1f}"
+    if key in FIGURES and a < 10:
+        return f"{v:.3g}"  # joules and dollars per token: three significant digits
     if a >= 100:
         return f"{v:,.0f}"
     if a >= 10:
@@ -148,11 +155,12 @@ def comparison_tables(cells: list[Cell], metrics_for: dict[str, list[str]] | Non
 
 ALL_CELL_METRICS = ["completed", "failed", "request_throughput", "output_throughput", "total_token_throughput",
                     "mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "p99_e2el_ms",
-                    "output_tokens_per_request"]
+                    "output_tokens_per_request", *EFFICIENCY]
 _SHORT = {"completed": "ok", "failed": "failed", "request_throughput": "req/s", "output_throughput": "out tok/s",
           "total_token_throughput": "total tok/s", "mean_ttft_ms": "TTFT mean ms", "p99_ttft_ms": "TTFT p99 ms",
           "mean_tpot_ms": "TPOT mean ms", "mean_itl_ms": "ITL mean ms", "p99_e2el_ms": "E2E p99 ms",
-          "output_tokens_per_request": "out tok/req"}
+          "output_tokens_per_request": "out tok/req", "output_throughput_per_gpu": "tok/s per GPU",
+          "energy_per_output_token_j": "J/token", "usd_per_million_output_tokens": "$/Mtok"}
 
 
 def all_cells_table(cells: list[Cell]) -> Table:

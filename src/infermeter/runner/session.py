@@ -31,6 +31,7 @@ from infermeter.load.generator import LoadRunner
 from infermeter.runner.limits import ensure_open_files
 from infermeter.load.monitor import judge_client
 from infermeter.load.shard import Shard, check_start_at
+from infermeter.runner.efficiency import efficiency_for  # energy, cost, per GPU (docs/cost.md)
 from infermeter.runner.spec import RunSpec
 from infermeter.runner.probe import probe_target
 from infermeter.runner.target import ExistingServer, open_target
@@ -196,6 +197,7 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
     result["infermeter"]["validity"] = assess(
         result, outcome.records, ValidityOptions(client_error_tolerance_pct=spec.client_error_tolerance))
     result["infermeter"]["telemetry"] = telemetry_summary
+    result["infermeter"]["efficiency"] = efficiency_for(result, spec)
     report = RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
     if writer.error is not None:  # the records stopped at the last whole line; the result says so
         result["infermeter"]["records_incomplete"] = {"written": writer.count,

@@ -82,6 +82,12 @@ class RunSpec(BaseModel):
     telemetry: bool = True
     telemetry_gpu: str = "auto"
     telemetry_interval: float = Field(1.0, gt=0)
+    # cost and energy (docs/cost.md): a stated price, or a dstack run's offer; the GPU count
+    gpu_price: float | None = None  # dollars per hour
+    gpu_price_per: Literal["gpu", "node"] | None = None  # what gpu_price is the price of
+    gpu_count: int | None = None  # GPUs serving the model (else the launch profile, dstack, telemetry)
+    launch_gpu_count: int | None = None  # set by a sweep from a launch profile's tensor_parallel
+    dstack_run: str | None = None  # [PROJECT/]NAME of the dstack run serving the model: its offer price
     # metrics and output
     percentile_metrics: str = "ttft,tpot,itl,e2el"
     metric_percentiles: str = "50,90,95,99"
@@ -189,7 +195,25 @@ class RunSpec(BaseModel):
         check_headers(self.headers)
         if self.result_filename is not None:
             check_plain_name(self.result_filename)
+        self._check_cost()
         self.workload_spec()
+
+    def _check_cost(self) -> None:
+        if self.gpu_price is not None:
+            if not 0 < self.gpu_price < math.inf:
+                raise UserError(f"--gpu-price {self.gpu_price:g} must be a positive number of dollars per hour",
+                                "pass e.g. --gpu-price 2.49 --gpu-price-per gpu")
+            if self.gpu_price_per is None:
+                raise UserError(f"--gpu-price {self.gpu_price:g} does not say what it is the price of",
+                                "add --gpu-price-per gpu (per GPU-hour) or --gpu-price-per node (the whole machine)")
+            if self.dstack_run:
+                raise UserError("--gpu-price and --dstack-run both give the price",
+                                "keep one: a stated price, or the dstack run's offer")
+        elif self.gpu_price_per is not None:
+            raise UserError(f"--gpu-price-per {self.gpu_price_per} without --gpu-price", "add --gpu-price PER_HOUR")
+        for flag, value in (("--gpu-count", self.gpu_count), ("launch GPU count", self.launch_gpu_count)):
+            if value is not None and not 1 <= value <= 100_000:
+                raise UserError(f"{flag} {value} is not a number of GPUs", "pass 1 or more")
 
     def workload_spec(self):
         """The workload spec named by the run's dataset flags."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from infermeter.errors import UserError
+from infermeter.runner.efficiency import efficiency_for  # energy, cost, per GPU (docs/cost.md)
 from infermeter.runner.spec import RunSpec
 from infermeter.telemetry import TelemetrySession
 
@@ -131,7 +132,8 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
         child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
                                         "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
                                         "if_exists": "overwrite",
-                                        "start_at": None, "telemetry": False})  # sampled once, here
+                                        "start_at": None, "telemetry": False,  # sampled once, here
+                                        "dstack_run": None})  # the price is read once, here
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or []), cpus[i]),
                            name=f"infermeter-worker-{i}", daemon=True)
@@ -177,6 +179,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
         path=result_path.with_name(result_path.stem + ".telemetry.jsonl"), origin=origin,
         window=(origin, origin + float(result.get("duration") or 0.0)),
         output_tokens=int(result.get("total_output_tokens") or 0))
+    result["infermeter"]["efficiency"] = efficiency_for(result, spec)
     report = RunReport(result=result, result_path=result_path, records_path=records_path)
     try:
         write_json_atomic(result_path, result)

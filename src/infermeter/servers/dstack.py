@@ -454,4 +454,10 @@ class DstackServer:
         record["dstack"] = {"config": str(self.config_path), "run": self.name, "kind": self.kind,
                             "status_history": list(self.run.history) if self.run else [],
                             "dstack_version": dstack_version()}
+        if self.state is not None:  # the offer it runs on: the price for --dstack-run (docs/cost.md)
+            from infermeter.servers.dstack_price import offer_of
+
+            offer = offer_of(self.state.raw, self.name)
+            record["dstack"]["price_per_hour"] = offer.price_per_hour
+            record["dstack"]["price_note"] = offer.reason
         return record

@@ -214,7 +214,9 @@ class TelemetrySession:
             "phases": self.timeline.spans(until=end_epoch, origin=origin),
             "samplers": [{**a.to_dict(), **stats.get(a.name, {})} for a in self.tried],
         }
-        gpus = summarize_gpus(samples, window=window, origin=origin, server_pid=self.server_pid)
+        intervals = {loop.sampler.name: loop.interval for loop in self._loops}
+        gpus = summarize_gpus(samples, window=window, origin=origin, server_pid=self.server_pid,
+                              intervals=intervals)
         summary["gpu"] = {"available": bool(gpus), "devices": gpus, **_gpu_totals(gpus, output_tokens)}
         if not gpus:
             reasons = [f"{a.name}: {a.reason}" for a in self.tried if not a.available and a.name != "server-metrics"]
@@ -251,12 +253,19 @@ def _gpu_totals(gpus: dict[str, Any], output_tokens: int | None) -> dict[str, An
     peaks = [g["peak"]["mem_used_bytes"] for g in gpus.values() if g.get("peak")]
     if peaks and len(peaks) == len(gpus):
         out["peak_mem_used_bytes_sum"] = sum(peaks)  # per-device peaks, not necessarily simultaneous
-    energies = [(g.get("window") or {}).get("energy_j") for g in gpus.values()]
+    windows = {key: g.get("window") for key, g in gpus.items() if g.get("window") is not None}
+    energies = [w.get("energy_j") for w in windows.values()]
     if energies and all(e is not None for e in energies):
         total = sum(energies)
         out["window_energy_j"] = round(total, 3)
+        methods = sorted({w.get("energy_method") for w in windows.values()})
+        out["energy_method"] = methods[0] if len(methods) == 1 else "mixed: " + ", ".join(methods)
         if output_tokens:
             out["energy_per_output_token_j"] = round(total / output_tokens, 6)
+    elif energies:  # one GPU without a whole window makes the total n/a: never a partial sum
+        out["window_energy_j"] = None
+        out["energy_na"] = "; ".join(f"GPU {key}: {w.get('energy_na') or 'no energy'}"
+                                     for key, w in windows.items() if w.get("energy_j") is None)
     utils = [(g.get("window") or {}).get("mean_util_pct") for g in gpus.values()]
     if utils and all(u is not None for u in utils):
         out["mean_util_pct"] = round(sum(utils) / len(utils), 2)

@@ -3,8 +3,9 @@ synthetic series).
 
 GPU, per device: memory when ``ready`` (the last sample before traffic: the number a
 screenshot would show), the ``idle`` baseline, the peak (with its time and phase), and
-over the measured window: mean utilization, mean power, energy (the driver's energy
-counter when it has one, else power integrated over time) and energy per output token.
+over the measured window: mean utilization, mean power, energy (energy.py: the driver's
+energy counter when it has one, else power integrated over time, n/a with the reason
+where samples are missing) and energy per output token.
 
 Server: over the window, peak KV usage, mean running batch, mean/max queue depth,
 counter deltas (preemptions, tokens, prefix-cache hits), and the server's own latency
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from infermeter.telemetry.energy import window_energy
 from infermeter.telemetry.phases import LOAD, READY
 from infermeter.telemetry.prom import Histogram
 
@@ -37,48 +39,6 @@ def _rel(t: float | None, origin: float | None) -> float | None:
     return None if t is None or origin is None else round(t - origin, 6)
 
 
-def _interp(points: Sequence[tuple[float, float]], t: float) -> float | None:
-    """Linear interpolation; None outside the sampled span."""
-    if not points or t < points[0][0] or t > points[-1][0]:
-        return None
-    for (t0, v0), (t1, v1) in zip(points, points[1:]):
-        if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-    return points[-1][1]
-
-
-def _clip(points: Sequence[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
-    """The points inside [start, end], with interpolated values at both edges when the
-    series spans them."""
-    inside = [(t, v) for t, v in points if start <= t <= end]
-    a, b = _interp(points, start), _interp(points, end)
-    if a is not None and (not inside or inside[0][0] > start):
-        inside.insert(0, (start, a))
-    if b is not None and (not inside or inside[-1][0] < end):
-        inside.append((end, b))
-    return inside
-
-
-def energy_over(points_energy: Sequence[tuple[float, float]], points_power: Sequence[tuple[float, float]],
-                start: float, end: float) -> tuple[float | None, str | None]:
-    """Joules used in [start, end]: from the cumulative energy counter when it spans the
-    window, else the trapezoid integral of power (one sample: mean power x duration)."""
-    if len(points_energy) >= 2:
-        a, b = _interp(points_energy, start), _interp(points_energy, end)
-        if a is not None and b is not None and b >= a:
-            return b - a, "energy-counter"
-    clipped = _clip(points_power, start, end)
-    if len(clipped) >= 2:
-        joules = sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in zip(clipped, clipped[1:]))
-        covered = clipped[-1][0] - clipped[0][0]
-        if covered > 0 and end > start:
-            joules *= (end - start) / covered  # extend over the uncovered edges at the mean power
-        return joules, "power-integral"
-    if len(clipped) == 1 and end > start:
-        return clipped[0][1] * (end - start), "power-single-sample"
-    return None, None
-
-
 def _gpu_key(s: dict[str, Any]) -> str:
     host = s.get("host") or ""
     inst = s.get("mig_instance")
@@ -96,7 +56,10 @@ def _process_mem(s: dict[str, Any], pid: int | None) -> int | None:
 
 
 def summarize_gpus(samples: Sequence[dict[str, Any]], *, window: tuple[float, float] | None,
-                   origin: float | None, server_pid: int | None = None) -> dict[str, Any]:
+                   origin: float | None, server_pid: int | None = None,
+                   intervals: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per GPU: memory by phase and, over ``window``, utilization, power and energy
+    (energy.py; ``intervals``: each sampler's interval by its name, for the gap rule)."""
     by_gpu: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
         if s.get("kind") == "gpu":
@@ -136,7 +99,8 @@ def summarize_gpus(samples: Sequence[dict[str, Any]], *, window: tuple[float, fl
             inside = [s for s in series if start <= s["t"] <= end]
             energy_pts = [(s["t"], s["energy_j"]) for s in series if s.get("energy_j") is not None]
             power_pts = [(s["t"], s["power_w"]) for s in series if s.get("power_w") is not None]
-            joules, method = energy_over(energy_pts, power_pts, start, end)
+            interval = (intervals or {}).get(str(series[-1].get("source")))
+            energy = window_energy(energy_pts, power_pts, start, end, interval=interval)
             in_mem = [s["mem_used_bytes"] for s in inside if s.get("mem_used_bytes") is not None]
             g["window"] = {
                 "samples": len(inside),
@@ -145,9 +109,11 @@ def summarize_gpus(samples: Sequence[dict[str, Any]], *, window: tuple[float, fl
                 "mean_power_w": _round(_mean(s.get("power_w") for s in inside), 2),
                 "max_power_w": max((s["power_w"] for s in inside if s.get("power_w") is not None), default=None),
                 "peak_mem_used_bytes": max(in_mem, default=None),
-                "energy_j": _round(joules, 3),
-                "energy_method": method,
+                "energy_j": _round(energy.joules, 3),
+                "energy_method": energy.method,
             }
+            if energy.reason:  # why it is n/a, or why the counter was passed over
+                g["window"]["energy_note" if energy.method else "energy_na"] = energy.reason
         gpus[key] = g
     return gpus
 
@@ -290,5 +256,5 @@ def output_tokens_of(records: Iterable[Any]) -> int:
     return sum(r.output_tokens for r in records if getattr(r, "ok", False))
 
 
-__all__ = ["summarize_gpus", "summarize_server", "energy_over", "client_latencies", "window_of",
+__all__ = ["summarize_gpus", "summarize_server", "window_energy", "client_latencies", "window_of",
            "output_tokens_of", "LOAD", "READY"]

@@ -12,7 +12,7 @@ from infermeter.telemetry import TelemetrySession, read_series
 from infermeter.telemetry.base import Sampler
 from infermeter.telemetry.phases import PhaseTimeline
 from infermeter.telemetry.prom import Histogram
-from infermeter.telemetry.summary import energy_over, summarize_gpus, summarize_server
+from infermeter.telemetry.summary import summarize_gpus, summarize_server, window_energy
 
 GIB = 1024**3
 T0 = 1_700_000_000.0  # an epoch
@@ -54,14 +54,19 @@ def test_ready_and_peak_memory_with_their_phases():
 
 def test_energy_from_power_when_there_is_no_counter():
     pts = [(T0 + t, 300.0) for t in range(5)]
-    assert energy_over([], pts, T0, T0 + 4) == (pytest.approx(1200.0), "power-integral")
-    assert energy_over([], pts, T0 + 1, T0 + 3)[0] == pytest.approx(600.0)
-    # samples cover only part of the window: extended at the mean power
-    assert energy_over([], pts[:3], T0, T0 + 4)[0] == pytest.approx(1200.0)
-    assert energy_over([], [(T0 + 1, 250.0)], T0, T0 + 2) == (500.0, "power-single-sample")
-    assert energy_over([], [], T0, T0 + 2) == (None, None)
-    # a counter that went backwards (driver reload) is not trusted: power instead
-    assert energy_over([(T0, 500.0), (T0 + 4, 10.0)], pts, T0, T0 + 4)[1] == "power-integral"
+    got = window_energy([], pts, T0, T0 + 4)
+    assert (got.joules, got.method) == (pytest.approx(1200.0), "power-integral")
+    assert window_energy([], pts, T0 + 1, T0 + 3).joules == pytest.approx(600.0)
+    # samples cover only part of the window: n/a, not extended at the mean power
+    short = window_energy([], pts[:3], T0, T0 + 4)
+    assert short.joules is None and "not extrapolated" in short.reason
+    single = window_energy([], [(T0 + 1, 250.0)], T0, T0 + 2)
+    assert single.joules is None and single.method is None
+    none = window_energy([], [], T0, T0 + 2)
+    assert none.joules is None and "neither an energy counter nor power" in none.reason
+    # a counter that went backwards (driver reload) is not trusted: power instead, saying why
+    back = window_energy([(T0, 500.0), (T0 + 4, 10.0)], pts, T0, T0 + 4, interval=4.0)
+    assert back.method == "power-integral" and "backwards" in back.reason
 
 
 def test_session_totals_and_energy_per_output_token():
