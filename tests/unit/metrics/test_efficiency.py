@@ -21,7 +21,7 @@ from infermeter.telemetry.nvidia import NvmlSampler
 from infermeter.telemetry.session import _gpu_totals
 from infermeter.telemetry.summary import summarize_gpus
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telemetry"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "telemetry"
 T0 = 1_700_000_000.0
 GIB = 1024**3
 
