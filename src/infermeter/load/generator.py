@@ -115,7 +115,7 @@ class LoadRunner:
                 self.counters.sent += 1
                 await self._post(body, raw, rec)
         except asyncio.CancelledError:
-            if raw.error is None and self._cutting:
+            if self._cutting and raw.error in (None, ErrorClass.CANCELLED):
                 raw.error = ErrorClass.CUT_OFF
                 raw.error_detail = "in flight at the end of --duration and its grace"
             elif raw.error is None:

@@ -287,16 +287,22 @@ def _timed_plan(num_requests, request_rate, max_concurrency, burstiness, arrival
     return replace(plan, num_requests=count)
 
 
-def trace_plan(plan: LoadPlan, num_requests: int, speed: float) -> LoadPlan:
-    """The plan of a trace replay: the trace's own times (given to the runner as offsets), its count."""
+def trace_plan(plan: LoadPlan, num_requests: int, speed: float, duration: float | None = None,
+               duration_grace: float = 30.0) -> LoadPlan:
+    """The plan of a trace replay: the trace's own times (given to the runner as offsets), its count;
+    a ``duration`` cuts the trace there."""
+    if duration is not None and not 0 < duration < math.inf:
+        raise UserError(f"--duration {duration:g} must be a positive number of seconds", "pass e.g. --duration 60")
+    if not 0 <= duration_grace < math.inf:
+        raise UserError(f"--duration-grace {duration_grace:g} must be 0 or more seconds", "pass e.g. --duration-grace 30")
     if not 0 < speed < math.inf:
         raise UserError(f"--trace-speed {speed:g} must be a positive factor", "pass e.g. --trace-speed 1 (2: twice as fast)")
-    if plan.mode is LoadMode.RATE:
+    if plan.mode is LoadMode.RATE or plan.steps:
         raise UserError("a trace replays on its own schedule: --request-rate, --rate-steps and --ramp-up-* do not apply",
                         "drop them (scale the trace with --trace-speed; cap it with --max-concurrency)")
     return LoadPlan(LoadMode.RATE, num_requests, math.inf, plan.max_concurrency, 1.0, "trace",
-                    plan.warmup_requests, "unscaled", duration_s=plan.duration_s,
-                    duration_grace_s=plan.duration_grace_s, trace_speed=float(speed))
+                    plan.warmup_requests, "unscaled", duration_s=duration,
+                    duration_grace_s=float(duration_grace), trace_speed=float(speed))
 
 
 def offered_rates(plan: LoadPlan, n: int | None = None) -> np.ndarray | None:
