@@ -200,3 +200,48 @@ def test_records_keep_the_new_columns():
     back = store[0]
     assert (back.session_id, back.turn, back.offered_rate) == (7, 2, 4.5)
     assert RequestRecord.from_json(rec.to_json()) == rec
+
+
+SWEEP = """\
+name: shapes
+targets:
+  srv:
+    url: http://127.0.0.1:8000
+    model: m
+workloads:
+  prefix:
+    dataset: shared-prefix
+    prefix_groups: 4
+    prefix_len: 256
+    question_len: 32
+    load: {concurrency: [2]}
+  chat:
+    dataset: multi-turn
+    dataset_path: conversations.jsonl
+    multi_turn_think_time: 1.5
+    duration: 30
+    load: {concurrency: [4]}
+  replay:
+    dataset: trace
+    dataset_path: infermeter:mooncake-small
+    trace_speed: 2
+    load: {burst: [48]}
+"""
+
+
+def test_sweep_specs_take_the_new_workloads():
+    from infermeter.experiments.cells import build_plan, runspec_from_settings
+    from infermeter.experiments.specfile import parse_spec
+
+    spec = parse_spec(SWEEP, source="spec.yaml")
+    assert spec.workloads["prefix"].lengths() == (288, 128)
+    cells = build_plan(spec)
+    runs = {c.workload: runspec_from_settings(c.settings, base_url="http://127.0.0.1:8000", tokenizer=None,
+                                              result_dir="/tmp") for c in cells}
+    assert runs["prefix"].workload_spec() == SharedPrefixSpec(groups=4, prefix_len=256, question_len=32)
+    chat = runs["chat"]
+    assert chat.workload_spec().think_time == 1.5 and chat.load_plan().duration_s == 30.0
+    replay = runs["replay"].load_plan()
+    assert replay.arrival == "trace" and replay.trace_speed == 2.0
+    with pytest.raises(UserError, match="prefix_len does not apply to dataset trace"):
+        parse_spec(SWEEP.replace("trace_speed: 2", "prefix_len: 2"), source="spec.yaml")
