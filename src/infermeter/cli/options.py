@@ -96,7 +96,50 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--workers",), dict(type=int, default=1, help="client processes, each running one shard")),
     (("--overwrite",), dict(action="store_true",
                             help="replace an existing --result-filename (without it, an existing file is refused)")),
+    # workloads and load shapes (docs/workloads.md)
+    (("--prefix-groups",), dict(type=int, default=8, help="shared-prefix: groups, each with its own prefix")),
+    (("--prefix-len",), dict(type=int, default=512, help="shared-prefix: tokens of each group's shared prefix")),
+    (("--question-len",), dict(type=int, default=128, help="shared-prefix: tokens of each request's own question")),
+    (("--prefix-output-len",), dict(type=int, default=128, help="shared-prefix: output tokens per request")),
+    (("--multi-turn-output-len",), dict(type=int, default=None,
+                                        help="multi-turn: output tokens per turn (default: the dataset answer's)")),
+    (("--multi-turn-max-turns",), dict(type=int, default=None, help="multi-turn: keep each conversation's first N turns")),
+    (("--multi-turn-history",), dict(choices=["server", "dataset"], default="server",
+                                     help="multi-turn: later turns carry the server's answers (default) or the dataset's")),
+    (("--multi-turn-think-time",), dict(type=float, default=0.0,
+                                        help="multi-turn: seconds between a turn's end and the next turn")),
+    (("--trace-format",), dict(choices=["auto", "mooncake", "burstgpt", "azure"], default="auto",
+                               help="trace: the file's format (auto: from its first line)")),
+    (("--trace-speed",), dict(type=float, default=1.0, help="trace: replay speed factor (2: twice as fast)")),
+    (("--trace-block-size",), dict(type=int, default=None,
+                                   help="trace: tokens per Mooncake hash block (default 512; bundled traces: theirs)")),
+    (("--trace-output-len",), dict(type=int, default=None, help="trace: output tokens per request (default: the trace's)")),
+    (("--rate-steps",), dict(default=None, help="step load: comma-separated rates, e.g. 2,4,8 (with --step-hold-s)")),
+    (("--step-hold-s",), dict(type=float, default=None, help="step load: seconds each rate of --rate-steps is held")),
+    (("--duration",), dict(type=float, default=None,
+                           help="run for this many seconds (no request is sent after it; the count is open)")),
+    (("--duration-grace",), dict(type=float, default=30.0,
+                                 help="seconds requests in flight at --duration get before they are cut off")),
 )
+
+WORKLOAD_DATASETS = ("shared-prefix", "multi-turn", "trace")  # infermeter's own, beside jsonl
+
+
+def _rate_steps(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--rate-steps {text!r} is not a list of rates", "write e.g. --rate-steps 2,4,8") from None
+
+
+def _workload_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """The fields of docs/workloads.md's workloads and load shapes."""
+    names = ("prefix_groups", "prefix_len", "question_len", "prefix_output_len", "multi_turn_output_len",
+             "multi_turn_max_turns", "multi_turn_history", "multi_turn_think_time", "trace_format", "trace_speed",
+             "trace_block_size", "trace_output_len", "step_hold_s", "duration", "duration_grace")
+    return {**{n: getattr(ns, n) for n in names}, "rate_steps": _rate_steps(ns.rate_steps)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,10 +247,11 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--backend {backend} is not supported by infermeter run: it benchmarks pooling/audio "
                         "endpoints, infermeter measures generation", "use --backend openai or openai-chat")
     dataset = ns.dataset_name
-    if dataset not in DATASET_CHOICES and dataset != "jsonl":
+    ours = ("jsonl",) + WORKLOAD_DATASETS
+    if dataset not in DATASET_CHOICES and dataset not in ours:
         raise UserError(f"--dataset-name {dataset!r} is not a choice",
-                        f"choose from {', '.join(OUR_DATASETS)} (or infermeter's jsonl)")
-    if dataset not in OUR_DATASETS and dataset != "jsonl":
+                        f"choose from {', '.join(OUR_DATASETS + ours)}")
+    if dataset not in OUR_DATASETS and dataset not in ours:
         raise UserError(f"--dataset-name {dataset} is not supported by infermeter run: no such workload",
                         f"use one of {', '.join(OUR_DATASETS)}, or jsonl for a file of prompts")
     _reject_unsupported(ns)
@@ -265,6 +309,7 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "shard": ns.shard, "start_at": ns.start_at, "workers": ns.workers,
         "gpu_price": ns.gpu_price, "gpu_price_per": ns.gpu_price_per, "gpu_count": ns.gpu_count,
         "dstack_run": ns.dstack_run,
+        **_workload_fields(ns),
     }
     if ns.input_len is not None:
         fields["random_input_len"] = ns.input_len

@@ -20,6 +20,7 @@ class ErrorClass(str, Enum):
     OVERSIZED = "oversized"  # one event above the size limit
     INCOMPLETE = "incomplete"  # the stream ended before its end marker
     CANCELLED = "cancelled"  # the run stopped before the request finished
+    CUT_OFF = "cut_off"  # a --duration run's end (plus its grace) came before the request finished
     CLIENT = "client"  # a bug or local failure in the client itself
 
 

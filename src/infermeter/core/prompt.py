@@ -21,3 +21,40 @@ class Prompt:
     input_len: int
     output_len: int | None
     messages: tuple[dict[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user turn of a multi-turn conversation.
+
+    ``answer`` is the dataset's reply to it (sent as the history when the run
+    uses the dataset's answers, and the fallback when it has none of its own);
+    ``input_len`` counts the chat-formatted prompt of this turn with the
+    dataset's answers as history (the run recounts it with the server's).
+    """
+
+    content: str
+    output_len: int | None
+    answer: str | None = None
+    input_len: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A session: its turns are sent in order, each after the previous one completed."""
+
+    session_id: int
+    turns: tuple[Turn, ...]
+    system: str | None = None
+
+    def history(self, upto: int, answers: list[str]) -> tuple[dict[str, str], ...]:
+        """The chat messages of turn ``upto``: the system prompt, every earlier turn with its
+        answer (``answers[i]`` for turn i), then turn ``upto``'s user message."""
+        msgs: list[dict[str, str]] = []
+        if self.system:
+            msgs.append({"role": "system", "content": self.system})
+        for i in range(upto):
+            msgs.append({"role": "user", "content": self.turns[i].content})
+            msgs.append({"role": "assistant", "content": answers[i]})
+        msgs.append({"role": "user", "content": self.turns[upto].content})
+        return tuple(msgs)

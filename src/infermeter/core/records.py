@@ -50,6 +50,12 @@ class RequestRecord:
     first_choice: float | None = None  # first event with non-empty choices
     last_choice: float | None = None  # last event with non-empty choices
     choice_events: int = 0  # events with non-empty choices
+    # workload and load context (docs/workloads.md): a multi-turn request's session and turn
+    # (0 = first), and the rate the load offered when it was scheduled (requests/s; None for
+    # burst, concurrency and trace replay)
+    session_id: int | None = None
+    turn: int | None = None
+    offered_rate: float | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -159,8 +165,11 @@ _NAN = float("nan")
 _FLOAT_ONLY = {float}
 _FLOAT_COLS = ("scheduled", "queued", "sent", "headers", "first_token", "end", "first_choice", "last_choice",
                "done_time", "usage_time", "body_end")
+_VALUE_COLS = ("offered_rate",)  # floats that are not clock readings (never shifted)
+_STORED_FLOATS = _FLOAT_COLS + _VALUE_COLS
 _INT_COLS = ("index", "input_len", "requested_output_len", "status", "output_tokens_server",
-             "prompt_tokens_server", "output_tokens_client", "output_events", "choice_events")
+             "prompt_tokens_server", "output_tokens_client", "output_events", "choice_events",
+             "session_id", "turn")
 _NONE_INT = -(2 ** 62)  # stands for None in the integer columns
 _RARE = ("retry_after", "error", "error_detail", "anomalies")
 
@@ -176,7 +185,7 @@ class RecordStore(Sequence[RequestRecord]):
     KEEP_TEXT = 1024
 
     def __init__(self, keep_text: int | None = None) -> None:
-        self._f = {name: array("d") for name in _FLOAT_COLS}
+        self._f = {name: array("d") for name in _STORED_FLOATS}
         self._i = {name: array("q") for name in _INT_COLS}
         self._ok = bytearray()
         self._warmup = bytearray()
@@ -242,9 +251,9 @@ class RecordStore(Sequence[RequestRecord]):
 
     def _build(self, row: int) -> RequestRecord:
         f, i = self._f, self._i
-        fv = [f[name][row] for name in _FLOAT_COLS]
+        fv = [f[name][row] for name in _STORED_FLOATS]
         iv = [i[name][row] for name in _INT_COLS]
-        kw: dict[str, Any] = {name: (None if math.isnan(v) else v) for name, v in zip(_FLOAT_COLS, fv)}
+        kw: dict[str, Any] = {name: (None if math.isnan(v) else v) for name, v in zip(_STORED_FLOATS, fv)}
         kw.update({name: (None if v == _NONE_INT else v) for name, v in zip(_INT_COLS, iv)})
         rare = self._rare.get(row)
         if rare:

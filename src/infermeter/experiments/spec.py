@@ -17,14 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-DATASETS = ("random", "sonnet", "sharegpt", "jsonl")
+DATASETS = ("random", "sonnet", "sharegpt", "jsonl", "shared-prefix", "multi-turn", "trace")
 # Workload fields by the dataset they belong to (RunSpec's names).
 DATASET_FIELDS = {
     "sonnet": ("sonnet_input_len", "sonnet_output_len", "sonnet_prefix_len"),
     "random": ("random_input_len", "random_output_len", "random_range_ratio", "random_prefix_len"),
     "sharegpt": ("dataset_path", "sharegpt_output_len"),
     "jsonl": ("dataset_path", "sharegpt_output_len"),
+    "shared-prefix": ("prefix_groups", "prefix_len", "question_len", "prefix_output_len"),
+    "multi-turn": ("dataset_path", "multi_turn_output_len", "multi_turn_max_turns", "multi_turn_history",
+                   "multi_turn_think_time"),
+    "trace": ("dataset_path", "trace_format", "trace_speed", "trace_block_size", "trace_output_len"),
 }
+# Fields any workload may set (docs/workloads.md): a time-bounded run at every load point.
+ANY_DATASET_FIELDS = ("duration", "duration_grace")
 DEFAULT_PROMPTS_PER_SLOT = 10
 SPEC_DOC = "see docs/experiments.md"
 
@@ -203,7 +209,7 @@ class LoadGrid(_Strict):
 class WorkloadSpec(_Strict):
     """A dataset and its RunSpec fields (``sonnet_input_len`` ...); optional own load grid."""
 
-    dataset: Literal["random", "sonnet", "sharegpt", "jsonl"]
+    dataset: Literal["random", "sonnet", "sharegpt", "jsonl", "shared-prefix", "multi-turn", "trace"]
     dataset_path: str | None = None
     sonnet_input_len: int | None = None
     sonnet_output_len: int | None = None
@@ -213,16 +219,31 @@ class WorkloadSpec(_Strict):
     random_range_ratio: float | None = None
     random_prefix_len: int | None = None
     sharegpt_output_len: int | None = None
+    # docs/workloads.md: shared-prefix, multi-turn, trace; a duration for any workload
+    prefix_groups: int | None = None
+    prefix_len: int | None = None
+    question_len: int | None = None
+    prefix_output_len: int | None = None
+    multi_turn_output_len: int | None = None
+    multi_turn_max_turns: int | None = None
+    multi_turn_history: Literal["server", "dataset"] | None = None
+    multi_turn_think_time: float | None = None
+    trace_format: Literal["auto", "mooncake", "burstgpt", "azure"] | None = None
+    trace_speed: float | None = None
+    trace_block_size: int | None = None
+    trace_output_len: int | None = None
+    duration: float | None = None
+    duration_grace: float | None = None
     load: LoadGrid | None = None  # replaces the experiment's load grid for this workload
 
     @model_validator(mode="after")
     def _fields_match_dataset(self) -> "WorkloadSpec":
-        own = DATASET_FIELDS[self.dataset]
+        own = DATASET_FIELDS[self.dataset] + ANY_DATASET_FIELDS
         for name in self.run_fields():
             if name not in own:
                 raise ValueError(f"{name} does not apply to dataset {self.dataset}"
                                  f" — its fields are {', '.join(own)}")
-        if self.dataset in ("sharegpt", "jsonl") and not self.dataset_path:
+        if self.dataset in ("sharegpt", "jsonl", "multi-turn", "trace") and not self.dataset_path:
             raise ValueError(f"dataset {self.dataset} needs dataset_path — give the dataset file's path")
         return self
 
@@ -241,6 +262,12 @@ class WorkloadSpec(_Strict):
             return get("sonnet_input_len"), get("sonnet_output_len")
         if self.dataset == "random":
             return get("random_input_len") + get("random_prefix_len"), get("random_output_len")
+        if self.dataset == "shared-prefix":
+            return get("prefix_len") + get("question_len"), get("prefix_output_len")
+        if self.dataset == "multi-turn":
+            return None, self.multi_turn_output_len
+        if self.dataset == "trace":
+            return None, self.trace_output_len
         return None, self.sharegpt_output_len
 
 

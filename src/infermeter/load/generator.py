@@ -24,7 +24,7 @@ from infermeter.core.records import RecordStore, RequestRecord, run_duration
 from infermeter.core.transport import Transport
 from infermeter.load.monitor import LoopMonitor
 from infermeter.load.pacing import ArrivalWaiter
-from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
+from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets, offered_rates
 from infermeter.load.shard import sleep_until_epoch
 
 STOP_CHECK_S = 0.25  # gaps longer than this wait on the stop event
@@ -52,6 +52,7 @@ class LoadRunner:
         offsets: Sequence[float] | None = None,
         start_at: float | StartGate | None = None,
         after_warmup: Callable[[], None] | None = None,
+        rates: Sequence[float] | None = None,
     ) -> None:
         if len(prompts) != plan.num_requests:
             raise ValueError("one prompt per planned request")
@@ -65,6 +66,11 @@ class LoadRunner:
             raise ValueError("one send offset per planned request")
         self.start_at = start_at
         self.after_warmup = after_warmup  # called between the warm-up and the window (telemetry samples)
+        # The rate offered at each request (a record field); a shard passes its slice.
+        if rates is None and offsets is None:
+            rates = offered_rates(plan)
+        self._rates = None if rates is None else [float(r) for r in rates]
+        self._cutting = False  # a --duration run's grace is over: what is cancelled now is cut off
         self.transport = transport
         self.protocol = protocol
         self.options = options
@@ -111,7 +117,10 @@ class LoadRunner:
                 self.counters.sent += 1
                 await self._post(body, raw, rec)
         except asyncio.CancelledError:
-            if raw.error is None:
+            if self._cutting and raw.error in (None, ErrorClass.CANCELLED):
+                raw.error = ErrorClass.CUT_OFF
+                raw.error_detail = "in flight at the end of --duration and its grace"
+            elif raw.error is None:
                 raw.error = ErrorClass.CANCELLED
                 raw.error_detail = self._stop_reason or "the run was stopped"
             if raw.end is None:
@@ -178,6 +187,8 @@ class LoadRunner:
             rec.error = ErrorClass.CLIENT.value
             rec.error_detail = f"{type(exc).__name__}: {exc}"
             rec.ok = False
+        if self._cutting and rec.error == ErrorClass.CUT_OFF.value:
+            rec.end = None  # it never ended: the run's window closes at the last real end
         if rec.ok and rec.output_tokens_server is None and self.count_tokens and rec.generated_text:
             rec.output_tokens_client = self.count_tokens(rec.generated_text)
         c = self.counters
@@ -200,7 +211,8 @@ class LoadRunner:
         finally:  # kept even if the sink fails, as the full list kept it before
             if not rec.warmup and self._open.pop(id(rec), None) is not None:
                 self._store.append(rec)
-        if not rec.warmup and not self._stop.is_set() and rec.error != ErrorClass.CANCELLED.value:
+        if (not rec.warmup and not self._stop.is_set() and rec.error != ErrorClass.CANCELLED.value
+                and rec.error != ErrorClass.CUT_OFF.value):
             reason = self.stop_policy.should_stop(c.finished, c.failed)
             if reason:
                 self._stop_reason = reason
@@ -235,6 +247,8 @@ class LoadRunner:
         p = self.prompts[i]
         rec = RequestRecord(index=self._indices[i], warmup=False, scheduled=scheduled, input_len=p.input_len,
                             requested_output_len=p.output_len)
+        if self._rates is not None:
+            rec.offered_rate = self._rates[i]
         self._open[id(rec)] = rec
         return rec
 
@@ -244,7 +258,9 @@ class LoadRunner:
         self.counters.phase = "measuring"
         self.counters.total = n
         self.counters.sent = self.counters.finished = self.counters.failed = self.counters.output_tokens = 0
-        if plan.mode is LoadMode.CONCURRENCY:
+        if plan.mode is LoadMode.CONCURRENCY and plan.duration_s:
+            await self._closed_loop_timed()
+        elif plan.mode is LoadMode.CONCURRENCY:
             await self._closed_loop()
         else:
             await self._open_loop()
@@ -274,6 +290,54 @@ class LoadRunner:
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.plan.max_concurrency, n))]
         await self._wait_or_stop(workers)
+
+    async def _closed_loop_timed(self) -> None:
+        """A closed loop for ``duration_s``: the prompts are a pool, cycled; request i is the
+        i-th sent.  Nothing is sent after the duration (see ``_wait_or_cut``)."""
+        assert self.plan.max_concurrency and self.plan.duration_s
+        pool = len(self.prompts)
+        deadline = self._origin + self.plan.duration_s
+        clock = time.perf_counter
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while not self._stop.is_set() and clock() < deadline:
+                i = next_index
+                next_index += 1
+                p = self.prompts[i % pool]
+                rec = RequestRecord(index=i, warmup=False, scheduled=clock(), input_len=p.input_len,
+                                    requested_output_len=p.output_len)
+                self._open[id(rec)] = rec
+                self.counters.total = next_index
+                await self._request(rec, self._bodies[i % pool], None)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.plan.max_concurrency)]
+        await self._wait_or_cut(workers)
+
+    async def _wait_or_cut(self, tasks: list) -> None:
+        """A time-bounded run's end: what is in flight at the duration gets ``duration_grace_s``
+        more, then is cancelled and recorded as cut off (not a failure)."""
+        plan = self.plan
+        assert plan.duration_s is not None
+        end = self._origin + plan.duration_s + plan.duration_grace_s
+        pending = {t for t in tasks if not t.done()}
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            while pending and not self._stop.is_set():
+                left = end - time.perf_counter()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending | {stopper}, timeout=left,
+                                                return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(stopper)
+        finally:
+            stopper.cancel()
+        if pending:
+            self._cutting = not self._stop.is_set()
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _open_loop(self) -> None:
         plan = self.plan
@@ -310,7 +374,10 @@ class LoadRunner:
                         await waiter.until(due)
         finally:
             waiter.close()
-        await self._wait_or_stop(list(tasks))
+        if plan.duration_s:
+            await self._wait_or_cut(list(tasks))
+        else:
+            await self._wait_or_stop(list(tasks))
 
     async def _wait_or_stop(self, tasks: list) -> None:
         if not tasks:

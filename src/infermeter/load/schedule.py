@@ -12,7 +12,22 @@ Three modes, named honestly everywhere they are reported:
   ``--max-concurrency`` may cap requests in flight on top; requests then wait
   in the client's queue and that wait is recorded per request.  A ramp-up
   (``--ramp-up-strategy linear|exponential``) changes the rate from request to
-  request, as vLLM defines it.
+  request, as vLLM defines it.  A step load (``--rate-steps 2,4,8
+  --step-hold-s 10``) holds each rate for a fixed time: step k sends
+  ``round(rate_k * hold)`` requests inside its own window, so the count is set
+  by the steps (``--num-prompts`` does not apply).
+* ``trace``: a replayed trace's own send times, scaled by ``--trace-speed``
+  (``trace_plan``; the workload gives the offsets).
+
+A time-bounded run (``--duration S``) has no fixed count: a rate plan's
+arrivals are the plain renewal process cut at S (the count follows from the
+seed), a concurrency plan's workers keep sending until S.  What happens to
+requests still in flight at S is the load generator's business (grace, then
+cut off; docs/workloads.md).
+
+Every rate request carries the rate offered when it was scheduled
+(``offered_rates``): the fixed rate, the ramp's rate at that request, or the
+step's rate.
 
 Two schedules of rate arrivals (``LoadPlan.schedule``):
 
@@ -32,7 +47,7 @@ absolute time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import numpy as np
@@ -62,6 +77,11 @@ class LoadPlan:
     warmup_requests: int = 0
     schedule: str = "vllm"  # vllm (rescaled to end at N/rate) | unscaled; see the module doc
     ramp_up: tuple[str, float, float] | None = None  # (strategy, start rps, end rps)
+    steps: tuple[float, ...] | None = None  # a step load's rates, each held step_hold_s seconds
+    step_hold_s: float | None = None
+    duration_s: float | None = None  # a time-bounded run: nothing is sent after this (from the start)
+    duration_grace_s: float = 0.0  # then requests in flight get this long before they are cut off
+    trace_speed: float | None = None  # a trace replay (arrival "trace") at this speed factor
 
     def describe(self) -> str:
         """One line a reader cannot misread."""
@@ -69,7 +89,18 @@ class LoadPlan:
         if self.mode is LoadMode.BURST:
             text = f"burst: {n} requests sent at once"
         elif self.mode is LoadMode.CONCURRENCY:
-            text = f"concurrency: {self.max_concurrency} requests kept in flight, {n} in all"
+            text = (f"concurrency: {self.max_concurrency} requests kept in flight, "
+                    + (f"for {self.duration_s:g} s" if self.duration_s else f"{n} in all"))
+        elif self.arrival == "trace":
+            text = f"trace replay at {self.trace_speed:g}x its own timing, {n} requests"
+            if self.max_concurrency:
+                text += f", at most {self.max_concurrency} in flight"
+        elif self.steps:
+            rates = ", ".join(f"{r:g}" for r in self.steps)
+            text = (f"rate: steps of {rates} req/s, {self.step_hold_s:g} s each, "
+                    f"{'Poisson' if self.arrival == 'poisson' else self.arrival} arrivals, {n} requests")
+            if self.max_concurrency:
+                text += f", at most {self.max_concurrency} in flight"
         else:
             kind = {"poisson": "Poisson", "constant": "constant-interval",
                     "gamma": f"gamma (burstiness {self.burstiness:g})"}[self.arrival]
@@ -78,12 +109,16 @@ class LoadPlan:
                 text = f"rate: {strategy} ramp-up from {start:g} to {end:g} req/s, {kind} arrivals, {n} requests"
             else:
                 text = f"rate: {self.request_rate:g} req/s {kind} arrivals, {n} requests"
-                if self.schedule == "unscaled":
+                if self.duration_s:
+                    text += f" over {self.duration_s:g} s"
+                elif self.schedule == "unscaled":
                     text += " (unscaled schedule)"
             if self.max_concurrency:
                 text += f", at most {self.max_concurrency} in flight"
         if self.warmup_requests:
             text += f" (+{self.warmup_requests} warm-up requests, not counted)"
+        if self.duration_s:
+            text += f"; then {self.duration_grace_s:g} s grace for requests in flight, the rest cut off"
         return text
 
     def to_dict(self) -> dict:
@@ -99,6 +134,10 @@ class LoadPlan:
             "schedule": self.schedule if self.mode is LoadMode.RATE else None,
             "ramp_up": ({"strategy": self.ramp_up[0], "start_rps": self.ramp_up[1], "end_rps": self.ramp_up[2]}
                         if self.ramp_up else None),
+            "steps": ({"rates": list(self.steps), "hold_s": self.step_hold_s} if self.steps else None),
+            "duration_s": self.duration_s,
+            "duration_grace_s": self.duration_grace_s if self.duration_s else None,
+            "trace_speed": self.trace_speed,
         }
 
 
@@ -111,6 +150,12 @@ def make_plan(
     warmup_requests: int = 0,
     schedule: str = "vllm",
     ramp_up: tuple[str, float | None, float | None] | None = None,
+    *,
+    steps: tuple[float, ...] | None = None,
+    step_hold_s: float | None = None,
+    duration: float | None = None,
+    duration_grace: float = 30.0,
+    seed: int = 0,
 ) -> LoadPlan:
     """Validate the load flags and name the mode they mean.
 
@@ -134,6 +179,9 @@ def make_plan(
         raise UserError(f"--warmup-requests {warmup_requests} is negative", "pass 0 or more")
     if arrival is not None and arrival not in ARRIVALS:
         raise UserError(f"--arrival {arrival!r} is not known", f"use one of {', '.join(ARRIVALS)}")
+    if steps is not None or step_hold_s is not None or duration is not None:
+        return _timed_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests,
+                           schedule, ramp_up, steps, step_hold_s, duration, duration_grace, seed)
     if ramp_up is not None and ramp_up[0] is not None:
         return _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests,
                           schedule, ramp_up)
@@ -189,6 +237,110 @@ def _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival,
                     _arrival(arrival, burstiness), warmup_requests, schedule, (strategy, float(start), float(end)))
 
 
+def _timed_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests, schedule,
+                ramp_up, steps, step_hold_s, duration, duration_grace, seed) -> LoadPlan:
+    """A step load (``steps`` held ``step_hold_s`` each) or a time-bounded run (``duration``)."""
+    if ramp_up is not None and any(v is not None for v in ramp_up):
+        raise UserError("--ramp-up-strategy cannot be combined with --rate-steps or --duration",
+                        "use a ramp (a request count) or steps/--duration (a length in time), not both")
+    if duration_grace is None or not 0 <= duration_grace < math.inf:
+        raise UserError(f"--duration-grace {duration_grace} must be 0 or more seconds", "pass e.g. --duration-grace 30")
+    if steps is not None or step_hold_s is not None:
+        if not steps or step_hold_s is None:
+            raise UserError("--rate-steps and --step-hold-s go together", "pass e.g. --rate-steps 2,4,8 --step-hold-s 10")
+        if duration is not None:
+            raise UserError("--duration cannot be combined with --rate-steps: the steps set the run's length",
+                            "drop --duration (the run lasts steps x --step-hold-s)")
+        if not math.isinf(request_rate):
+            raise UserError("--rate-steps sets the rate itself, so --request-rate cannot be given with it",
+                            "drop --request-rate")
+        if any(not 0 < r < math.inf for r in steps):
+            raise UserError(f"--rate-steps {','.join(f'{r:g}' for r in steps)} must all be positive finite rates",
+                            "pass requests/s per step, e.g. --rate-steps 2,4,8")
+        if not 0 < step_hold_s < math.inf:
+            raise UserError(f"--step-hold-s {step_hold_s:g} must be positive", "pass seconds per step, e.g. 10")
+        counts = [round(r * step_hold_s) for r in steps]
+        if sum(counts) < 1:
+            raise UserError("--rate-steps x --step-hold-s schedule no request", "raise the rates or the hold time")
+        return LoadPlan(LoadMode.RATE, sum(counts), math.inf, max_concurrency, burstiness,
+                        _arrival(arrival, burstiness), warmup_requests, "unscaled",
+                        steps=tuple(float(r) for r in steps), step_hold_s=float(step_hold_s))
+    if not 0 < duration < math.inf:
+        raise UserError(f"--duration {duration:g} must be a positive number of seconds", "pass e.g. --duration 60")
+    if math.isinf(request_rate):
+        if not max_concurrency:
+            raise UserError("--duration needs a load that paces itself: a --request-rate or a --max-concurrency",
+                            "add --max-concurrency C (a closed loop for the whole duration) or --request-rate R")
+        return LoadPlan(LoadMode.CONCURRENCY, num_requests, math.inf, max_concurrency, burstiness, "none",
+                        warmup_requests, duration_s=float(duration), duration_grace_s=float(duration_grace))
+    plan = LoadPlan(LoadMode.RATE, 1, float(request_rate), max_concurrency, burstiness,
+                    _arrival(arrival, burstiness), warmup_requests, "unscaled",
+                    duration_s=float(duration), duration_grace_s=float(duration_grace))
+    # The renewal process cut at the duration: its first draws do not depend on how many are drawn.
+    n = max(16, math.ceil(request_rate * duration * 1.5) + 16)
+    while True:
+        offsets = arrival_offsets(plan, seed, n)
+        if offsets[-1] >= duration:
+            break
+        n *= 2
+    count = max(1, int(np.searchsorted(offsets, duration, side="left")))
+    return replace(plan, num_requests=count)
+
+
+def trace_plan(plan: LoadPlan, num_requests: int, speed: float, duration: float | None = None,
+               duration_grace: float = 30.0) -> LoadPlan:
+    """The plan of a trace replay: the trace's own times (given to the runner as offsets), its count;
+    a ``duration`` cuts the trace there."""
+    if duration is not None and not 0 < duration < math.inf:
+        raise UserError(f"--duration {duration:g} must be a positive number of seconds", "pass e.g. --duration 60")
+    if not 0 <= duration_grace < math.inf:
+        raise UserError(f"--duration-grace {duration_grace:g} must be 0 or more seconds", "pass e.g. --duration-grace 30")
+    if not 0 < speed < math.inf:
+        raise UserError(f"--trace-speed {speed:g} must be a positive factor", "pass e.g. --trace-speed 1 (2: twice as fast)")
+    if plan.mode is LoadMode.RATE or plan.steps:
+        raise UserError("a trace replays on its own schedule: --request-rate, --rate-steps and --ramp-up-* do not apply",
+                        "drop them (scale the trace with --trace-speed; cap it with --max-concurrency)")
+    return LoadPlan(LoadMode.RATE, num_requests, math.inf, plan.max_concurrency, 1.0, "trace",
+                    plan.warmup_requests, "unscaled", duration_s=duration,
+                    duration_grace_s=float(duration_grace), trace_speed=float(speed))
+
+
+def offered_rates(plan: LoadPlan, n: int | None = None) -> np.ndarray | None:
+    """The rate each request was offered at (requests/s), for the records; None when the plan
+    has no rate (burst, concurrency, a trace replay)."""
+    n = plan.num_requests if n is None else n
+    if plan.mode is not LoadMode.RATE or plan.arrival == "trace":
+        return None
+    if plan.ramp_up:
+        return ramp_rates(plan, n)
+    if plan.steps:
+        counts = [round(r * plan.step_hold_s) for r in plan.steps]  # type: ignore[operator]
+        return np.repeat(np.asarray(plan.steps, dtype=float), counts)[:n]
+    return np.full(n, plan.request_rate)
+
+
+def _step_offsets(plan: LoadPlan, seed: int) -> np.ndarray:
+    """Step k's requests inside its own window [k*hold, (k+1)*hold): Poisson arrivals are
+    sorted uniform times (a Poisson process given its count), constant ones evenly spaced,
+    gamma ones drawn intervals rescaled to the window."""
+    rng = np.random.default_rng(seed)
+    hold = float(plan.step_hold_s)  # type: ignore[arg-type]
+    out = []
+    for k, rate in enumerate(plan.steps or ()):
+        m = round(rate * hold)
+        if m == 0:
+            continue
+        if plan.arrival == "constant":
+            local = np.arange(m) * (hold / m)
+        elif plan.arrival == "poisson":
+            local = np.sort(rng.uniform(0.0, hold, size=m))
+        else:
+            gaps = rng.gamma(shape=plan.burstiness, scale=1.0, size=m + 1)
+            local = np.cumsum(gaps)[:-1] * (hold / gaps.sum())
+        out.append(k * hold + local)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def ramp_rates(plan: LoadPlan, n: int) -> np.ndarray:
     """Each request's rate under the plan's ramp-up: request i of n is at progress i/(n-1)."""
     strategy, start, end = plan.ramp_up  # type: ignore[misc]
@@ -207,6 +359,10 @@ def arrival_offsets(plan: LoadPlan, seed: int, count: int | None = None) -> np.n
     n = plan.num_requests if count is None else count
     if plan.mode is not LoadMode.RATE:
         return np.zeros(n)
+    if plan.arrival == "trace":
+        raise ValueError("a trace replay's offsets come from the trace (the workload), not the plan")
+    if plan.steps:
+        return _step_offsets(plan, seed)[:n]
     rng = np.random.default_rng(seed)
     mean = 1.0 / (ramp_rates(plan, n) if plan.ramp_up else np.full(n, plan.request_rate))
     if plan.arrival == "constant":

@@ -134,7 +134,7 @@ def compute(
     One pass over ``records``, keeping no record: the samples go to flat
     float arrays (8 bytes each), so a long run's records (a RecordStore
     rebuilds each on access) are never all in memory at once."""
-    n_ok = n_failed = 0
+    n_ok = n_failed = n_cut = 0
     dur = duration if duration > 0 else float("nan")
     out_lens: list[int] = []
     total_in = 0
@@ -149,6 +149,9 @@ def compute(
     ends = Span()  # every successful request's end: the rate the server finished them
     for r in records:
         sends.add(r.sent)
+        if not r.ok and r.error == "cut_off":  # a --duration run's end: counted apart, not a failure
+            n_cut += 1
+            continue
         if not r.ok:
             n_failed += 1
             if r.error:
@@ -180,6 +183,7 @@ def compute(
     m: dict = {
         "completed": n_ok,
         "failed": n_failed,
+        "cut_off": n_cut,
         "duration": duration,
         "total_input_tokens": total_in,
         "total_output_tokens": total_out,

@@ -41,7 +41,11 @@ from infermeter.storage.names import check_result_place, claim, sibling, slug, s
 from infermeter.storage.result import build_result
 from infermeter.telemetry import TelemetrySession
 from infermeter.telemetry.summary import client_latencies, output_tokens_of, window_of
+from infermeter.load.schedule import offered_rates
+from infermeter.load.sessions import SessionRunner
+from infermeter.runner.workload_run import every_prompt, shape_load, workload_metrics
 from infermeter.workloads import make_prompts
+from infermeter.workloads._common import ChatFormat, chat_counts
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
 
 WARMUP_SEED_OFFSET = 1_000_003  # warm-up prompts never equal measured ones
@@ -115,13 +119,18 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
             tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=spec.trust_remote_code)
         chat = kind == "openai-chat"
         wspec = spec_from_run(spec)
-        prompts = make_prompts(wspec, tokenizer, spec.num_prompts, spec.seed, chat)
+        # a step or time-bounded rate plan sets the count (a closed loop for --duration cycles its prompts)
+        prompts = make_prompts(wspec, tokenizer, global_plan.num_requests, spec.seed, chat)
         warm = (make_prompts(wspec, tokenizer, spec.warmup_requests, spec.seed + WARMUP_SEED_OFFSET, chat)
                 if spec.warmup_requests else [])
-        _check_context(prompts, info.max_model_len)
-        shard_args: dict[str, Any] = {"start_at": start_gate or spec.start_at}
+        _check_context(every_prompt(prompts), info.max_model_len)
+        plan, prompts, load_args = shape_load(spec, plan, prompts, shard is not None)  # traces, conversations
+        shard_args: dict[str, Any] = {"start_at": start_gate or spec.start_at, **load_args}
         if shard is not None:  # the same global prompts and schedule; this shard's slice of them
             shard_args.update(indices=shard.indices(len(prompts)), offsets=shard.offsets(global_plan, spec.seed))
+            rates = offered_rates(global_plan)
+            if rates is not None:
+                shard_args["rates"] = rates[shard.indices(len(prompts))]
             prompts = [prompts[i] for i in shard.indices(len(prompts))]
             warm = [warm[i] for i in shard.indices(len(warm))]
 
@@ -198,6 +207,8 @@ def run_single(spec: RunSpec, *, argv: list[str] | None = None,
         result, outcome.records, ValidityOptions(client_error_tolerance_pct=spec.client_error_tolerance))
     result["infermeter"]["telemetry"] = telemetry_summary
     result["infermeter"]["efficiency"] = efficiency_for(result, spec)
+    result["infermeter"]["workload_metrics"] = workload_metrics(  # docs/workloads.md
+        spec, plan, outcome.records, telemetry_summary, getattr(outcome, "turns_not_sent", None))
     report = RunReport(result=result, result_path=result_path, records_path=records_path, server_log=server_log)
     if writer.error is not None:  # the records stopped at the last whole line; the result says so
         result["infermeter"]["records_incomplete"] = {"written": writer.count,
@@ -223,10 +234,16 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
                                request_timeout=_seconds(spec.request_timeout),
                                stall_timeout=_seconds(spec.stall_timeout))
     async with transport:
-        runner = LoadRunner(transport, protocol, options, plan, prompts, warm, seed=spec.seed,
-                            sink=writer, counters=counters,
-                            stop_policy=StopPolicy(spec.max_errors, spec.max_error_rate),
-                            count_tokens=lambda text: len(tokenizer.encode(text)), **(shard_args or {}))
+        args = dict(shard_args or {})
+        cls: Any = LoadRunner
+        if args.pop("sessions", False):  # multi-turn: one conversation per planned session
+            cls = SessionRunner
+            fmt = ChatFormat(tokenizer)
+            args["count_input"] = lambda messages: chat_counts(tokenizer, fmt, [messages], [])[0]
+        runner = cls(transport, protocol, options, plan, prompts, warm, seed=spec.seed,
+                     sink=writer, counters=counters,
+                     stop_policy=StopPolicy(spec.max_errors, spec.max_error_rate),
+                     count_tokens=lambda text: len(tokenizer.encode(text)), **args)
         loop = asyncio.get_running_loop()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -239,6 +256,7 @@ async def _drive(spec, base_url, headers, protocol, options, plan, prompts, warm
             else:
                 outcome = await runner.run()
             outcome.transport_notes = list(transport.notes)
+            outcome.turns_not_sent = getattr(runner, "turns_not_sent", None)  # type: ignore[attr-defined]
             return outcome
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -110,14 +110,42 @@ class RunSpec(BaseModel):
     ramp_up_end_rps: float | None = None
     custom_output_len: int = 256  # --dataset-name custom: max_tokens per request, as vLLM asks
     # --- end of the vLLM compatibility block ----------------------------------
+    # --- workloads and load shapes of docs/workloads.md -----------------------
+    prefix_groups: int = 8  # shared-prefix: --prefix-groups --prefix-len --question-len --prefix-output-len
+    prefix_len: int = 512
+    question_len: int = 128
+    prefix_output_len: int = 128
+    multi_turn_output_len: int | None = None  # multi-turn: None = each turn's dataset answer length
+    multi_turn_max_turns: int | None = None
+    multi_turn_history: Literal["server", "dataset"] = "server"
+    multi_turn_think_time: float = 0.0
+    trace_format: Literal["auto", "mooncake", "burstgpt", "azure"] = "auto"
+    trace_speed: float = 1.0
+    trace_block_size: int | None = None
+    trace_output_len: int | None = None
+    rate_steps: list[float] | None = None  # step load: each rate held step_hold_s seconds
+    step_hold_s: float | None = None
+    duration: float | None = None  # time-bounded run (seconds); then duration_grace for requests in flight
+    duration_grace: float = 30.0
+    # --- end of the workloads block ---------------------------------------------
 
     def load_plan(self):
         """The load plan these fields mean (load/schedule.py)."""
         from infermeter.load.schedule import make_plan
 
         ramp = (self.ramp_up_strategy, self.ramp_up_start_rps, self.ramp_up_end_rps)
+        if self.dataset_name == "trace":  # its own schedule; the count is the trace's (runner/workload_run.py)
+            from infermeter.load.schedule import trace_plan
+
+            base = make_plan(self.num_prompts, self.request_rate, self.max_concurrency, self.burstiness,
+                             self.arrival, self.warmup_requests, self.rate_schedule,
+                             ramp if any(v is not None for v in ramp) else None,
+                             steps=tuple(self.rate_steps) if self.rate_steps else None, step_hold_s=self.step_hold_s)
+            return trace_plan(base, self.num_prompts, self.trace_speed, self.duration, self.duration_grace)
         return make_plan(self.num_prompts, self.request_rate, self.max_concurrency, self.burstiness, self.arrival,
-                         self.warmup_requests, self.rate_schedule, ramp if any(v is not None for v in ramp) else None)
+                         self.warmup_requests, self.rate_schedule, ramp if any(v is not None for v in ramp) else None,
+                         steps=tuple(self.rate_steps) if self.rate_steps else None, step_hold_s=self.step_hold_s,
+                         duration=self.duration, duration_grace=self.duration_grace, seed=self.seed)
 
     def uses_embedded_engine(self) -> bool:
         return self.base_url is None and self.host is None and self.port is None
@@ -144,7 +172,10 @@ class RunSpec(BaseModel):
                 "sonnet_input_len": MAX_TOKENS, "sonnet_output_len": MAX_TOKENS,
                 "sonnet_prefix_len": MAX_TOKENS, "random_input_len": MAX_TOKENS,
                 "random_output_len": MAX_TOKENS, "random_prefix_len": MAX_TOKENS,
-                "sharegpt_output_len": MAX_TOKENS, "custom_output_len": MAX_TOKENS, "seed": 2**63 - 1, "top_k": 2**31 - 1}
+                "sharegpt_output_len": MAX_TOKENS, "custom_output_len": MAX_TOKENS, "seed": 2**63 - 1, "top_k": 2**31 - 1,
+                "prefix_groups": MAX_COUNT, "prefix_len": MAX_TOKENS, "question_len": MAX_TOKENS,
+                "prefix_output_len": MAX_TOKENS, "multi_turn_output_len": MAX_TOKENS, "multi_turn_max_turns": MAX_COUNT,
+                "trace_block_size": MAX_TOKENS, "trace_output_len": MAX_TOKENS}
         for name, limit in ints.items():
             value = getattr(self, name)
             if value is not None and abs(value) > limit:
@@ -233,7 +264,22 @@ class RunSpec(BaseModel):
                 return w.ShareGPTSpec(path=self.dataset_path, output_len=self.sharegpt_output_len)
             return w.JsonlSpec(path=self.dataset_path,
                                output_len=self.custom_output_len if name == "custom" else self.sharegpt_output_len)
-        raise UserError(f"--dataset-name {name!r} is not known", "use sonnet, random, sharegpt or jsonl")
+        if name == "shared-prefix":
+            return w.SharedPrefixSpec(groups=self.prefix_groups, prefix_len=self.prefix_len,
+                                      question_len=self.question_len, output_len=self.prefix_output_len)
+        if name in ("multi-turn", "trace") and not self.dataset_path:
+            raise UserError(f"--dataset-name {name} needs --dataset-path",
+                            "give a conversation file" if name == "multi-turn"
+                            else "give a trace file, or infermeter:mooncake-small (docs/workloads.md)")
+        if name == "multi-turn":
+            return w.MultiTurnSpec(path=self.dataset_path, output_len=self.multi_turn_output_len,
+                                   max_turns=self.multi_turn_max_turns, history=self.multi_turn_history,
+                                   think_time=self.multi_turn_think_time)
+        if name == "trace":
+            return w.TraceSpec(path=self.dataset_path, format=self.trace_format, speed=self.trace_speed,
+                               block_size=self.trace_block_size, output_len=self.trace_output_len)
+        raise UserError(f"--dataset-name {name!r} is not known",
+                        "use sonnet, random, sharegpt, jsonl, shared-prefix, multi-turn or trace")
 
 
 def runspec_from_flags(values: dict[str, Any]) -> RunSpec:

@@ -1,7 +1,8 @@
 """Workloads: deterministic prompts with exact token accounting in the target tokenizer.
 
 ``make_prompts(spec, tokenizer, num_prompts, seed, chat)`` builds the prompts
-for one of the datasets (``sonnet``, ``random``, ``sharegpt``, ``jsonl``; see
+for one of the datasets (``sonnet``, ``random``, ``sharegpt``, ``jsonl``,
+``shared-prefix``, ``multi-turn``, ``trace``; see
 each module's docstring for its semantics and how it relates to
 ``vllm bench serve``).  The result is a list of :class:`Prompt` (a
 :class:`PromptList`, whose ``notes`` hold one-line remarks such as "the
@@ -19,14 +20,17 @@ from __future__ import annotations
 from typing import Any
 
 from infermeter.errors import UserError
-from infermeter.workloads import jsonl, random_tokens, sharegpt, sonnet
+from infermeter.workloads import conversations, jsonl, random_tokens, shared_prefix, sharegpt, sonnet, traces
 from infermeter.workloads._common import PromptList
 from infermeter.core.prompt import Prompt
 from infermeter.workloads.specs import (
     JsonlSpec,
+    MultiTurnSpec,
     RandomSpec,
+    SharedPrefixSpec,
     ShareGPTSpec,
     SonnetSpec,
+    TraceSpec,
     WorkloadSpec,
     flag,
     parse_spec,
@@ -35,11 +39,14 @@ from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "JsonlSpec",
+    "MultiTurnSpec",
     "Prompt",
     "PromptList",
     "RandomSpec",
+    "SharedPrefixSpec",
     "ShareGPTSpec",
     "SonnetSpec",
+    "TraceSpec",
     "Tokenizer",
     "WorkloadSpec",
     "flag",
@@ -53,10 +60,13 @@ _BUILDERS: dict[type, Any] = {
     RandomSpec: random_tokens.build,
     ShareGPTSpec: sharegpt.build,
     JsonlSpec: jsonl.build,
+    SharedPrefixSpec: shared_prefix.build,
+    MultiTurnSpec: conversations.build,
+    TraceSpec: traces.build,
 }
 
 
-def make_prompts(spec: SonnetSpec | RandomSpec | ShareGPTSpec | JsonlSpec | dict[str, Any],
+def make_prompts(spec: Any,
                  tokenizer: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
     """Build ``num_prompts`` prompts of workload ``spec`` (a spec model, or a mapping for :func:`parse_spec`)."""
     if isinstance(spec, dict):

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from infermeter.core.prompt import Prompt
+from infermeter.core.prompt import Conversation, Prompt
 from infermeter.workloads.tokenizer import Tokenizer
 
 T = TypeVar("T")
@@ -19,13 +19,24 @@ NO_TEMPLATE_NOTE = ("the tokenizer has no chat template: input_len counts the ra
 
 
 class PromptList(list[Prompt]):
-    """The prompts ``make_prompts`` built, with ``notes``: one line each about what to know."""
+    """The prompts ``make_prompts`` built, with ``notes``: one line each about what to know.
+
+    A trace sets ``offsets`` (each prompt's send time in seconds from the trace's first
+    request, at the trace's own pace); a multi-turn workload sets ``conversations`` (one
+    per session; the prompts are then each session's first turn).
+    """
 
     notes: list[str]
+    offsets: list[float] | None
+    conversations: list[Conversation] | None
 
-    def __init__(self, prompts: Sequence[Prompt] = (), notes: Sequence[str] = ()) -> None:
+    def __init__(self, prompts: Sequence[Prompt] = (), notes: Sequence[str] = (), *,
+                 offsets: Sequence[float] | None = None,
+                 conversations: Sequence[Conversation] | None = None) -> None:
         super().__init__(prompts)
         self.notes = list(notes)
+        self.offsets = None if offsets is None else list(offsets)
+        self.conversations = None if conversations is None else list(conversations)
 
 
 def rng_for(seed: int, *key: int) -> np.random.Generator:

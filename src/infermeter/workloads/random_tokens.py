@@ -113,11 +113,13 @@ def token_pool(tok: Tokenizer) -> np.ndarray:
 
 def exact_texts(tok: Tokenizer, bodies: list[list[int]], targets: list[int], prefix_text: str,
                 rngs: list[np.random.Generator], pool: np.ndarray,
-                wrap: Callable[[str], str] | None = None) -> tuple[list[str], list[int]]:
+                wrap: Callable[[str], str] | None = None,
+                prefixes: list[str] | None = None) -> tuple[list[str], list[int]]:
     """For each body, a text ``prefix_text + body_text`` that encodes to ``targets[i]`` tokens.
 
     With ``wrap``, ``wrap(text)`` is what must encode to the target (the chat
-    template around the text); one tokenizer pass a round either way.  Returns
+    template around the text); one tokenizer pass a round either way.  ``prefixes``
+    gives each body its own prefix text instead of ``prefix_text``.  Returns
     the texts (unwrapped) and the real token counts (equal to the targets unless
     ``MAX_TRIES`` rounds could not get there; then the nearest attempt).
     """
@@ -130,7 +132,10 @@ def exact_texts(tok: Tokenizer, bodies: list[list[int]], targets: list[int], pre
         if not pending:
             break
         body_texts = decode_batch(tok, [bodies[i] for i in pending])
-        full = [prefix_text + t for t in body_texts] if prefix_text else body_texts
+        if prefixes is not None:
+            full = [prefixes[i] + t for i, t in zip(pending, body_texts)]
+        else:
+            full = [prefix_text + t for t in body_texts] if prefix_text else body_texts
         lengths = count_batch(tok, [wrap(t) for t in full] if wrap else full)
         missed = []
         for k, i in enumerate(pending):
@@ -182,16 +187,7 @@ def build(spec: RandomSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: b
         in_lens.append(n_in)
         bodies.append(pool[g.integers(0, len(pool), size=n_in)].tolist())
     targets = [spec.prefix_len + n for n in in_lens]
-    wrap: Callable[[str], str] | None = None
-    overhead = 0
-    if chat:
-        fmt = ChatFormat(tok)
-        if fmt.has_template:
-            wrap = _user_turn_formatter(fmt)
-            probe = decode_batch(tok, [pool[:8].tolist()])[0]
-            overhead = len(tok.encode(wrap(probe))) - len(tok.encode(probe))
-        else:
-            notes.append(NO_TEMPLATE_NOTE)
+    wrap, overhead = chat_wrap(tok, pool, notes) if chat else (None, 0)
     texts, lengths = exact_texts(tok, bodies, [t + overhead for t in targets], prefix_text, rngs, pool, wrap)
 
     missed = [abs(n - t - overhead) for n, t in zip(lengths, targets) if n != t + overhead]
@@ -204,6 +200,18 @@ def build(spec: RandomSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: b
     else:
         prompts = [Prompt(text=t, input_len=n, output_len=o) for t, n, o in zip(texts, lengths, out_lens)]
     return PromptList(prompts, notes)
+
+
+def chat_wrap(tok: Tokenizer, pool: np.ndarray, notes: list[str]) -> tuple[Callable[[str], str] | None, int]:
+    """(wrap, overhead) for chat prompts: the template around one user message and the tokens it
+    adds (measured once on a probe text); (None, 0) with a note where there is no template."""
+    fmt = ChatFormat(tok)
+    if not fmt.has_template:
+        notes.append(NO_TEMPLATE_NOTE)
+        return None, 0
+    wrap = _user_turn_formatter(fmt)
+    probe = decode_batch(tok, [pool[:8].tolist()])[0]
+    return wrap, len(tok.encode(wrap(probe))) - len(tok.encode(probe))
 
 
 def _user_turn_formatter(fmt: ChatFormat) -> Callable[[str], str]:

@@ -37,7 +37,15 @@ def flag(dataset: str, field: str) -> str:
     """
     if field == "path":
         return "--dataset-path"
+    own = _OWN_FLAGS.get((dataset, field))
+    if own:
+        return own
     return f"--{dataset}-{field.replace('_', '-')}"
+
+
+_OWN_FLAGS = {("shared-prefix", "groups"): "--prefix-groups", ("shared-prefix", "prefix_len"): "--prefix-len",
+              ("shared-prefix", "question_len"): "--question-len",
+              ("shared-prefix", "output_len"): "--prefix-output-len"}
 
 
 class _Spec(BaseModel):
@@ -125,12 +133,77 @@ class JsonlSpec(_Spec):
         return self
 
 
-WorkloadSpec = Annotated[Union[SonnetSpec, RandomSpec, ShareGPTSpec, JsonlSpec], Field(discriminator="name")]
+class SharedPrefixSpec(_Spec):
+    """``groups`` groups of requests; each group shares an exact ``prefix_len``-token prefix,
+    each request adds its own exact ``question_len`` tokens (workloads/shared_prefix.py)."""
+
+    name: Literal["shared-prefix"] = "shared-prefix"
+    groups: int = 8
+    prefix_len: int = 512
+    question_len: int = 128
+    output_len: int = 128
+
+    @model_validator(mode="after")
+    def _check(self) -> SharedPrefixSpec:
+        self._check_positive("groups")
+        self._check_positive("prefix_len")
+        self._check_positive("question_len")
+        self._check_positive("output_len")
+        return self
+
+
+class MultiTurnSpec(_Spec):
+    """Conversations of several turns (ShareGPT JSON or infermeter's JSONL), sent turn by turn
+    with the history (workloads/conversations.py)."""
+
+    name: Literal["multi-turn"] = "multi-turn"
+    path: Path
+    output_len: int | None = None  # None: each turn's dataset answer length (128 without one)
+    max_turns: int | None = None  # None: every turn of each conversation
+    history: Literal["server", "dataset"] = "server"  # whose answers the later turns carry
+    think_time: float = 0.0  # seconds between a turn's end and the next turn's send
+
+    @model_validator(mode="after")
+    def _check(self) -> MultiTurnSpec:
+        self._check_positive("output_len")
+        self._check_positive("max_turns")
+        if not 0 <= self.think_time < math.inf:
+            raise UserError(f"--multi-turn-think-time {self.think_time:g} must be 0 or more seconds",
+                            "pass e.g. --multi-turn-think-time 2")
+        return self
+
+
+TRACE_FORMATS = ("auto", "mooncake", "burstgpt", "azure")
+
+
+class TraceSpec(_Spec):
+    """A timestamped trace (Mooncake JSONL, BurstGPT CSV, Azure LLM inference CSV) replayed on
+    its own schedule at ``speed`` times its pace (workloads/traces.py)."""
+
+    name: Literal["trace"] = "trace"
+    path: str  # a file, or infermeter:NAME for a bundled trace (mooncake-small, burstgpt-small, azure-small)
+    format: Literal["auto", "mooncake", "burstgpt", "azure"] = "auto"
+    speed: float = 1.0
+    block_size: int | None = None  # Mooncake hash block in tokens; None: 512 (bundled traces: their own)
+    output_len: int | None = None  # None: the trace's output lengths
+
+    @model_validator(mode="after")
+    def _check(self) -> TraceSpec:
+        self._check_positive("block_size")
+        self._check_positive("output_len")
+        if not 0 < self.speed < math.inf:
+            raise UserError(f"--trace-speed {self.speed:g} must be a positive factor",
+                            "pass e.g. --trace-speed 1 (2: twice as fast)")
+        return self
+
+
+WorkloadSpec = Annotated[Union[SonnetSpec, RandomSpec, ShareGPTSpec, JsonlSpec, SharedPrefixSpec, MultiTurnSpec,
+                               TraceSpec], Field(discriminator="name")]
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(WorkloadSpec)
 
 
-def parse_spec(data: Any) -> SonnetSpec | RandomSpec | ShareGPTSpec | JsonlSpec:
+def parse_spec(data: Any) -> Any:
     """Validate a mapping (from YAML, JSON or flags) into a spec; every failure is a ``UserError``."""
     try:
         return _ADAPTER.validate_python(data)
@@ -138,4 +211,5 @@ def parse_spec(data: Any) -> SonnetSpec | RandomSpec | ShareGPTSpec | JsonlSpec:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "workload"
         raise UserError(f"bad workload setting {where}: {err.get('msg', 'invalid')}",
-                        "use the dataset names sonnet, random, sharegpt or jsonl and their documented fields") from None
+                        "use the dataset names sonnet, random, sharegpt, jsonl, shared-prefix, multi-turn or trace "
+                        "and their documented fields (docs/workloads.md)") from None

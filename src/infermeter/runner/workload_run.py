@@ -1,0 +1,113 @@
+"""What the workloads of docs/workloads.md add to a run: the load plan a trace or a set of
+conversations implies, the runner that drives them, and their own figures in the result
+(per-turn latency, offered against achieved rate, requests cut off, the prefix-cache hit
+rate)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from infermeter.core.exchange import ErrorClass
+from infermeter.core.prompt import Prompt
+from infermeter.errors import UserError
+from infermeter.load.schedule import LoadPlan
+
+PREFIX_DATASETS = ("shared-prefix", "multi-turn", "trace")
+
+
+def shape_load(spec, plan: LoadPlan, prompts, sharded: bool) -> tuple[LoadPlan, Any, dict[str, Any]]:
+    """(plan, prompts or conversations for the runner, runner keyword arguments)."""
+    conversations = getattr(prompts, "conversations", None)
+    offsets = getattr(prompts, "offsets", None)
+    if (conversations is not None or offsets is not None) and sharded:
+        raise UserError(f"--dataset-name {spec.dataset_name} runs in one process: --workers and --shard do not apply",
+                        "drop --workers/--shard")
+    if offsets is not None:
+        speed = plan.trace_speed or 1.0
+        times = np.asarray(offsets, dtype=float) / speed
+        keep = len(times) if not plan.duration_s else int(np.searchsorted(times, plan.duration_s, side="left"))
+        keep = max(keep, 1)
+        return replace(plan, num_requests=keep), list(prompts)[:keep], {"offsets": times[:keep]}
+    if conversations is not None:
+        ws = spec.workload_spec()
+        return plan, conversations, {"sessions": True, "use_server_answers": ws.history == "server",
+                                     "think_time_s": ws.think_time}
+    return plan, prompts, {}
+
+
+def every_prompt(prompts) -> Sequence[Prompt]:
+    """The prompts whose context to check: every turn of a multi-turn workload."""
+    conversations = getattr(prompts, "conversations", None)
+    if conversations is None:
+        return prompts
+    return [Prompt(text=t.content, input_len=t.input_len, output_len=t.output_len)
+            for c in conversations for t in c.turns]
+
+
+def workload_metrics(spec, plan: LoadPlan, records, telemetry: dict | None, turns_not_sent: int | None) -> dict:
+    """The result's ``workload_metrics``: only what applies to this run."""
+    out: dict[str, Any] = {}
+    turns: dict[int, list] = defaultdict(list)
+    rates: dict[float, list] = defaultdict(list)
+    cut = 0
+    for r in records:
+        if r.error == ErrorClass.CUT_OFF.value:
+            cut += 1
+        if r.turn is not None:
+            turns[r.turn].append((r.input_len, r.ttft if r.ok else None, r.ok))
+        if r.offered_rate is not None:
+            rates[r.offered_rate].append((r.scheduled, r.sent, r.end if r.ok else None, r.ttft if r.ok else None))
+    if turns:
+        out["per_turn"] = [_turn_row(t, turns[t]) for t in sorted(turns)]
+        out["sessions"] = len({r.session_id for r in records if r.session_id is not None})
+        out["turns_not_sent"] = turns_not_sent or 0
+    if plan.steps or plan.ramp_up:
+        out["offered_vs_achieved"] = [_rate_row(rate, rows) for rate, rows in sorted(rates.items())]
+    if plan.duration_s:
+        out["duration"] = {"duration_s": plan.duration_s, "grace_s": plan.duration_grace_s, "cut_off": cut}
+    if spec.dataset_name in PREFIX_DATASETS:
+        out["prefix_cache"] = prefix_cache(telemetry)
+    return out
+
+
+def _turn_row(turn: int, rows: list) -> dict:
+    ttft = [x for _, x, ok in rows if ok and x is not None]
+    return {"turn": turn, "requests": len(rows), "completed": sum(1 for *_, ok in rows if ok),
+            "mean_input_len": round(sum(n for n, _, _ in rows) / len(rows), 1),
+            "mean_ttft_ms": round(1e3 * sum(ttft) / len(ttft), 3) if ttft else None,
+            "median_ttft_ms": round(1e3 * float(np.median(ttft)), 3) if ttft else None}
+
+
+def _rate_row(rate: float, rows: list) -> dict:
+    """One offered rate (a step, or a ramp's request): what was sent and finished at it."""
+    sent = sorted(s for _, s, _, _ in rows if s is not None)
+    ends = sorted(e for _, _, e, _ in rows if e is not None)
+    ttft = [t for *_, t in rows if t is not None]
+    span = lambda xs: (len(xs) - 1) / (xs[-1] - xs[0]) if len(xs) > 1 and xs[-1] > xs[0] else None  # noqa: E731
+    return {"offered_rate": rate, "requests": len(rows), "start_s": round(min(s for s, *_ in rows), 3),
+            "achieved_send_rate": _r(span(sent)), "completion_rate": _r(span(ends)),
+            "mean_ttft_ms": _r(1e3 * sum(ttft) / len(ttft)) if ttft else None}
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(x, 3)
+
+
+def prefix_cache(telemetry: dict | None) -> dict:
+    """The server's prefix-cache hit rate over the window, from its /metrics (telemetry)."""
+    if not telemetry or not telemetry.get("enabled", True):
+        return {"hit_rate": None, "why": "telemetry was off (--no-telemetry)"}
+    server = telemetry.get("server") or {}
+    window = server.get("window") or {}
+    rate = window.get("prefix_hit_rate")
+    if rate is not None:
+        src = "hits / lookups over the window" if window.get("prefix_queries") else "the server's own running rate"
+        return {"hit_rate": rate, "source": src, "backend": server.get("backend")}
+    if not server.get("samples"):
+        return {"hit_rate": None, "why": "the server's /metrics were not read (none, or not reachable)"}
+    return {"hit_rate": None, "why": f"{server.get('backend') or 'the server'} exports no prefix-cache counter in /metrics"}
