@@ -156,7 +156,7 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
                 if len(series) > 1:
                     ax.legend(fontsize=7, frameon=False)
             panels.append((title, unit, draw_gpu))
-    ncols = min(3, len(panels))
+    ncols = min(4 if len(panels) > 6 else 3, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = new_figure(plt, ncols, panel_w=4.6, h=3.0, nrows=nrows)
     hover: Hover = []
