@@ -160,3 +160,16 @@ def test_report_cli_takes_at_and_cell(store, tmp_path, capsys):
     assert "--at 'burst=3'" in err and len(err.strip().splitlines()) == 1
     assert json.loads((store / "cells" / "vllm.short.burst-64.r0" / "result.json").read_text())["infermeter"][
         "records_file"] == "result.records.jsonl"
+
+
+def test_timeline_series_from_records():
+    from infermeter.core.records import RequestRecord
+    from infermeter.reports.charts.timelines import in_flight, tokens_per_second
+
+    recs = [RequestRecord(index=i, warmup=False, scheduled=0.0, input_len=8, requested_output_len=4, sent=s, end=e,
+                          token_times=[s + 0.1, s + 0.2], output_tokens_server=4, ok=True)
+            for i, (s, e) in enumerate([(0.0, 1.0), (0.5, 2.0)])]
+    assert in_flight(recs) == ([0.0, 0.5, 1.0, 2.0], [1, 2, 1, 0])
+    xs, ys, width = tokens_per_second(recs)
+    assert len(xs) == len(ys) and ys[-1] == ys[-2]  # the last bin is drawn to its right edge
+    assert sum(y * width for y in ys[:-1]) == pytest.approx(8)  # every token counted once

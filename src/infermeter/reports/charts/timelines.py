@@ -36,8 +36,9 @@ def in_flight(records: list[RequestRecord]) -> tuple[list[float], list[int]]:
 
 
 def tokens_per_second(records: list[RequestRecord]) -> tuple[list[float], list[float], float]:
-    """Output tokens per second in bins of a hundredth of the run (at least 50 ms): each streamed
-    event carries its request's tokens divided evenly over its events."""
+    """Output tokens per second in bins of a hundredth of the run (at least 10 ms): each streamed
+    event carries its request's tokens divided evenly over its events.  (left edges plus the last
+    right edge, values with the last repeated: a ``where="post"`` step draws the last bin too)"""
     import numpy as np
 
     times, weights = [], []
@@ -49,12 +50,12 @@ def tokens_per_second(records: list[RequestRecord]) -> tuple[list[float], list[f
     if not times:
         return [], [], 0.0
     lo, hi = min(times), max(times)
-    width = max((hi - lo) / 100, 0.05)
-    edges = np.arange(lo, hi + width, width)
-    if len(edges) < 2:
-        edges = np.array([lo, lo + width])
+    width = max((hi - lo) / 100, 0.01)
+    n = max(1, int(np.ceil((hi - lo) / width)))
+    edges = lo + width * np.arange(n + 2 if lo + n * width <= hi else n + 1)  # the last event inside
     counts, edges = np.histogram(times, bins=edges, weights=weights)
-    return [float(e) for e in edges[:-1]], [float(c) / width for c in counts], width
+    values = [float(c) / width for c in counts]
+    return [float(e) for e in edges], values + values[-1:], width
 
 
 def _server(samples: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -100,7 +101,7 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
         panels.append(("output tokens per second", "tok/s", lambda ax, h: (
             ax.step(bx, by, where="post", color=color, linewidth=1.4),
             h.extend((ax, x + width / 2, y, f"{x:.2f}–{x + width:.2f} s: {y:,.0f} tok/s")
-                     for x, y in _thin(list(zip(bx, by)))))))
+                     for x, y in _thin(list(zip(bx[:-1], by)))))))
     else:
         absent.append("tokens per second (no streamed events)")
     ttft = [(r.sent, r.ttft * 1000, r.index) for r in records if r.ok and r.sent is not None and r.ttft is not None]
