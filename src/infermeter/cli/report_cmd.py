@@ -24,6 +24,12 @@ def report(
     store: Annotated[Optional[str], typer.Option("--store", help="Baselines folder (default "
                                                                  "$INFERMETER_BASELINES, else "
                                                                  "./.infermeter/baselines)")] = None,
+    at: Annotated[Optional[list[str]], typer.Option("--at", help="Draw latency distributions and timelines at "
+                                                                 "this load: [WORKLOAD:]MODE=VALUE, e.g. burst=64 "
+                                                                 "(repeatable; default: the largest load of each "
+                                                                 "workload that every target ran)")] = None,
+    cell: Annotated[Optional[list[str]], typer.Option("--cell", help="Draw the distributions and timeline of this "
+                                                                     "cell id (repeatable)")] = None,
 ) -> None:
     """Compare backends side by side: a self-contained HTML report, every chart as PNG, and summary.md."""
     from rich.console import Console
@@ -31,13 +37,14 @@ def report(
     from infermeter.reports.build import build_report
 
     tables, lines = _baseline_section(baseline, store, directories) if baseline else (None, None)
-    files = build_report(directories, output, title=title, baseline=tables, baseline_lines=lines)
+    files = build_report(directories, output, title=title, baseline=tables, baseline_lines=lines, at=at,
+                         cell_ids=cell)
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"report: {safe_text(files.html)} ({files.cells} cells, {len(files.targets)} targets, "
                   f"{len(files.charts)} charts)", markup=False)
     console.print(f"summary: {safe_text(files.markdown)}", markup=False)
     for p in files.charts:
-        console.print(f"chart: {safe_text(p)}", markup=False)
+        console.print(f"chart: {safe_text(p)} (and .svg)", markup=False)
     if files.skipped:
         console.print(f"left out {len(files.skipped)} cells without a result (pending or failed)", markup=False)
 

@@ -20,13 +20,17 @@ class ReportFiles:
 
 
 def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None = None,
-                 baseline: list | None = None, baseline_lines: list[str] | None = None) -> ReportFiles:
+                 baseline: list | None = None, baseline_lines: list[str] | None = None,
+                 at: list[str] | None = None, cell_ids: list[str] | None = None) -> ReportFiles:
     """``baseline``/``baseline_lines``: verdict tables and lines against a baseline
-    (reports/compare_report.py), shown in their own section of the HTML report."""
+    (reports/compare_report.py), shown in their own section of the HTML report.  ``at`` / ``cell_ids``:
+    the loads and cells whose distributions and timelines are drawn (default: the largest load of each
+    workload and load mode that every target ran with per-request records)."""
     from infermeter.reports.charts import build_charts
     from infermeter.reports.efficiency_charts import efficiency_charts
     from infermeter.reports.html import render_html
     from infermeter.reports.markdown import render_markdown
+    from infermeter.reports.samples import focus_of
     from infermeter.reports.tables import all_cells_table, comparison_tables, targets_table
 
     exps = load_experiments(dirs)
@@ -35,6 +39,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
     if not cells:
         raise UserError(f"no finished cell in {', '.join(repr(str(d)) for d in dirs)}",
                         "run the sweep (or import results) first; 'infermeter ls DIR' shows the cells")
+    focus = focus_of(cells, at, cell_ids)  # a bad --at / --cell stops before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = ", ".join(e.name for e in exps)
@@ -54,7 +59,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
         n = sum(1 for c in cells if flag in c.flags)
         if n:
             warnings.append(f"{n} cells {what}: see the flags column.")
-    charts = build_charts(cells) + efficiency_charts(cells)
+    charts = build_charts(cells, focus=focus) + efficiency_charts(cells)
     comps = comparison_tables(cells)
     tt = targets_table(cells)
     errors = [(c.cell_id or c.target, c.error_messages) for c in cells if c.error_messages]
@@ -64,6 +69,7 @@ def build_report(dirs: list[str | Path], out: str | Path, *, title: str | None =
     for ch in charts:
         p = out / f"{ch.id}.png"
         p.write_bytes(ch.png)
+        (out / f"{ch.id}.svg").write_bytes(ch.svg)
         files.charts.append(p)
     files.html.write_text(render_html(title=title, intro=intro, warnings=warnings, charts=charts, targets=tt,
                                       comparisons=comps, all_cells=all_cells_table(cells), errors=errors,

@@ -100,6 +100,10 @@ class Cell:
     # GPU MiB, when telemetry has them: "loaded" (the launched server, before any request), "ready"
     # (before this cell's traffic), "peak"
     memory_mib: dict[str, float] = field(default_factory=dict)
+    # where the per-request records and the telemetry series lie (names inside ``folder``), when known
+    folder: Path | None = None
+    records_file: str | None = None
+    telemetry_file: str | None = None
 
     @property
     def unequal_work(self) -> bool:
@@ -152,7 +156,26 @@ def metrics_of(result: dict[str, Any]) -> dict[str, float | None]:
     tot_out = _num(result.get("total_output_tokens"))
     out["output_tokens_per_request"] = tot_out / completed if tot_out is not None and completed else None
     out.update(figures_of(result))
+    for key in unsupported_keys(result):
+        if key in out:
+            out[key] = None
     return out
+
+
+def unsupported_keys(result: dict[str, Any]) -> list[str]:
+    """Percentile keys the samples cannot support (a p99 of 40 requests is their maximum): those
+    the run named (``infermeter.unsupported_percentiles``), else, for results that do not say
+    (imported, older), the p99 of per-request metrics of fewer requests than a p99 needs."""
+    from infermeter.metrics.stats import min_samples_for
+
+    im = result.get("infermeter") or {}
+    named = im.get("unsupported_percentiles")
+    if isinstance(named, dict):
+        return [f"p{p}_{m}_ms" for m, ps in named.items() if isinstance(ps, list) for p in ps]
+    n = _num(result.get("completed"))
+    if n is None or n >= min_samples_for(99):
+        return []
+    return [f"p99_{m}_ms" for m in ("ttft", "tpot", "e2el")]
 
 
 def error_messages_of(result: dict[str, Any], limit: int = 5) -> list[str]:
@@ -285,7 +308,13 @@ def cell_from_result(result: dict[str, Any], definition: dict[str, Any] | None =
         metrics=metrics, flags=flags_of(result, metrics, source), error_messages=error_messages_of(result),
         warnings=[message(w) for w in (im.get("warnings") or []) if w],  # notice dicts (older: strings)
         stopped_early=im.get("stopped_early") if isinstance(im.get("stopped_early"), str) else None,
-        memory_mib=memory_of(result))
+        memory_mib=memory_of(result), records_file=_name(im.get("records_file")),
+        telemetry_file=_name((im.get("telemetry") or {}).get("series_file")
+                             if isinstance(im.get("telemetry"), dict) else None))
+
+
+def _name(v: Any) -> str | None:
+    return Path(v).name if isinstance(v, str) and v else None
 
 
 def _load_value(result: dict[str, Any], mode: str | None, load: dict[str, Any]) -> float | None:
@@ -330,6 +359,7 @@ def load_experiment(root: str | Path) -> Experiment:
                       **{k: v for k, v in definition.items() if v is not None}}
         _add_rates(result, store.cell_dir(cid))
         cells.append(cell_from_result(result, definition, experiment=name))
+        cells[-1].folder = store.cell_dir(cid)
     loaded = loaded_memory(Path(root))
     for c in cells:
         if c.target in loaded:
@@ -390,7 +420,9 @@ def load_run(path: str | Path) -> Cell:
     if not isinstance(result, dict):
         raise UserError(f"{str(path)!r} holds no result object", "give a run's result JSON")
     _add_rates(result, p.parent)
-    return cell_from_result(result, definition, cell_id=p.parent.name if definition else p.stem)
+    cell = cell_from_result(result, definition, cell_id=p.parent.name if definition else p.stem)
+    cell.folder = p.parent
+    return cell
 
 
 def _add_rates(result: dict[str, Any], folder: Path) -> None:

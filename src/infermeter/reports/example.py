@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from infermeter.reports.example_records import write_samples
 from infermeter.storage.files import write_json_atomic
 
 # per target: decode ms/token at batch 1, batch knee, prefill tok/s, max batch, memory after load / peak (MiB)
@@ -23,6 +24,7 @@ SHORT_BURSTS = [2 ** i for i in range(12)]  # 1 .. 2048
 LONG_BURSTS = [2 ** i for i in range(9)]  # 1 .. 256
 SINGLE_LENGTHS = [16384, 32768, 65536, 131072]
 RATES = [1, 2, 4, 8, 16, 32, 64]
+RECORDED_BURST, RECORDED_RATE = 64, 8  # the cells with records and telemetry
 
 
 def _profile(name: str, i: int) -> dict[str, float]:
@@ -68,10 +70,11 @@ def _result(n: int, completed: int, in_len: int, out_len: int, duration: float, 
 def write_example_store(root: str | Path, targets: list[str] | tuple[str, ...] = ("vllm", "sglang", "tgi"), *,
                         repeats: int = 3, seed: int = 0, name: str = "synthetic-example",
                         quick: bool = False, workloads: tuple[str, ...] = ("short", "long", "single", "rate"),
-                        memory: bool = True) -> Path:
+                        memory: bool = True, records: bool = True) -> Path:
     """Write a store of synthetic results for ``targets``: sonnet-like short prompts (bursts 1..2048,
     ``repeats`` repeats), 10k-token prompts (bursts 1..256), single prompts of 16k..128k tokens
-    (3 repeats) and Poisson rates 1..64 req/s.  ``quick`` keeps a few cells per workload."""
+    (3 repeats) and Poisson rates 1..64 req/s.  ``quick`` keeps a few cells per workload.  ``records``:
+    per-request records and telemetry series for the cells of burst 64 and rate 8."""
     from infermeter.experiments.store import Store
 
     root = Path(root)
@@ -85,7 +88,8 @@ def write_example_store(root: str | Path, targets: list[str] | tuple[str, ...] =
     seq = 0
 
     def put(target: str, workload: str, dataset: str, in_len: int, out_len: int, mode: str, value: float,
-            rep: int, result: dict[str, Any], backend: str, extra: dict[str, Any]) -> None:
+            rep: int, result: dict[str, Any], backend: str, extra: dict[str, Any],
+            samples: dict[str, float] | None = None) -> None:
         nonlocal seq
         seq += 1
         v = int(value) if float(value).is_integer() else value
@@ -100,6 +104,9 @@ def write_example_store(root: str | Path, targets: list[str] | tuple[str, ...] =
                               "warnings": [], "errors_by_class": {}}
         im.update(extra)
         result["infermeter"] = im
+        if samples is not None:  # records and telemetry: the report's distributions and timelines
+            write_samples(store.cell_dir(cid), result, samples, mode, value, random.Random(seq),
+                          kv=backend != "tgi")
         definition = {"cell_id": cid, "seq": seq, "target": target, "workload": workload, "dataset": dataset,
                       "input_len": in_len, "output_len": out_len, "load_mode": mode, "load_value": value,
                       "num_prompts": result["num_prompts"], "repeat": rep, "fingerprint": f"synthetic{seq}",
@@ -127,7 +134,8 @@ def write_example_store(root: str | Path, targets: list[str] | tuple[str, ...] =
                     extra["warnings"] = ["143 requests produced fewer output tokens than asked (ignore_eos not honoured?)"]
                 if target == "sglang" and b == short_b[-1] and b >= 64:
                     extra["client"] = {"client_bound": True, "reasons": ["event-loop lag p99 41 ms"]}
-                put(target, "short", "sonnet", 80, 128, "burst", b, rep, r, backend, extra)
+                put(target, "short", "sonnet", 80, 128, "burst", b, rep, r, backend, extra,
+                    p if b == RECORDED_BURST and records else None)
         for b in long_b:
             r = _burst_result(p, b, 10000, 128, rnd)
             extra = dict(mem)
@@ -161,10 +169,12 @@ def write_example_store(root: str | Path, targets: list[str] | tuple[str, ...] =
             tpot = p["t0"] * (1 + (min(rate, cap) * 2.2 / p["knee"]) ** 0.85)
             r = _result(n, n - failed, 80, 128, duration, mean_ttft, mean_ttft * 2.4, tpot, rnd)
             extra = dict(mem)
+            extra["rates"] = {"sent_rate": rate * rnd.gauss(1, 0.01), "completion_rate": achieved}
             if failed:
                 r["errors"] = ["HTTP 429: Model is overloaded"] * failed
                 extra["errors_by_class"] = {"http_429": failed}
                 extra["stopped_early"] = None
-            put(target, "short-rate", "sonnet", 80, 128, "rate", rate, 0, r, backend, extra)
+            put(target, "short-rate", "sonnet", 80, 128, "rate", rate, 0, r, backend, extra,
+                p if rate == RECORDED_RATE and records else None)
     store.rebuild_index()
     return root

@@ -1,5 +1,7 @@
 """The self-contained HTML report: inline CSS, charts as base64 PNG, no scripts, no network.
 
+Over each chart lies an inline SVG of invisible circles, one per drawn point, each with a
+``<title>``: the browser shows a point's values when the pointer rests on it, with no script.
 Every text that came from a server, a spec or a result file is escaped (``html.escape``)."""
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ th{background:#f5f5f5;position:sticky;top:0}td.num{text-align:right;font-variant
 td.better{color:#0a6b2d;font-weight:600}td.worse{color:#a1260d}td.same{color:#777}td.flag{color:#8a5a00}
 .note{color:#666;font-size:.9em}.warn{background:#fff7e0;border-left:4px solid #e6a700;padding:.4em .8em}
 .scroll{overflow-x:auto}nav a{margin-right:1em}code{background:#f3f3f3;padding:0 .2em}
+.chart{position:relative;display:inline-block;max-width:100%}.chart img{display:block}
+.chart svg{position:absolute;left:0;top:0;width:100%;height:100%}
+.chart circle{fill:#000;fill-opacity:0;stroke:none;pointer-events:all;cursor:crosshair}
+.chart circle:hover{fill-opacity:.15;stroke:#222;stroke-width:1}
 """
 
 
@@ -37,11 +43,21 @@ def _table(t: Table) -> str:
             f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
+def _hover(c: Chart) -> str:
+    if not c.hover:
+        return ""
+    dots = "".join(f'<circle cx="{x:g}" cy="{y:g}" r="6"><title>{escape(text)}</title></circle>'
+                   for x, y, text in c.hover)
+    return f'<svg viewBox="0 0 {c.width} {c.height}">{dots}</svg>'
+
+
 def _figure(c: Chart) -> str:
     data = base64.b64encode(c.png).decode("ascii")
-    return (f'<figure id="c-{escape(c.id)}"><img src="data:image/png;base64,{data}" width="{c.width}" '
-            f'height="{c.height}" alt="{escape(c.title)}"><figcaption><b>{escape(c.title)}.</b> '
-            f"{escape(c.caption)} <span class=\"note\">({escape(c.id)}.png)</span></figcaption></figure>")
+    hint = " Rest the pointer on a point for its values." if c.hover else ""
+    return (f'<figure id="c-{escape(c.id)}"><div class="chart"><img src="data:image/png;base64,{data}" '
+            f'width="{c.width}" height="{c.height}" alt="{escape(c.title)}">{_hover(c)}</div><figcaption>'
+            f"<b>{escape(c.title)}.</b> {escape(c.caption)}{hint} <span class=\"note\">({escape(c.id)}.png, "
+            f"{escape(c.id)}.svg)</span></figcaption></figure>")
 
 
 def render_html(*, title: str, intro: list[str], warnings: list[str], charts: list[Chart], targets: Table,

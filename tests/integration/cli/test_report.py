@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infermeter.cli.main import main
+from infermeter.reports.charts import SCALE
 from infermeter.reports.example import write_example_store
 
 EVIL = "<script>alert(1)</script>"
@@ -49,9 +50,12 @@ def run_report(store: Path, out: Path, *extra: str) -> tuple[str, Imgs]:
 
 
 def check_images(out: Path, parsed: Imgs, expected: dict[str, tuple[int, int] | None]) -> None:
-    """Every expected chart: a PNG file of the expected pixel size, embedded once in the HTML."""
+    """Every expected chart: a PNG file at twice the expected page size with an SVG beside it,
+    embedded once in the HTML at the page size."""
     files = {p.stem: p for p in out.glob("*.png")}
     assert set(files) == set(expected)
+    assert {p.stem for p in out.glob("*.svg")} == set(expected)
+    assert all(p.read_bytes().lstrip().startswith(b"<?xml") and b"<svg" in p.read_bytes() for p in out.glob("*.svg"))
     embedded = {}
     for img in parsed.imgs:
         assert img["src"].startswith("data:image/png;base64,")
@@ -62,9 +66,10 @@ def check_images(out: Path, parsed: Imgs, expected: dict[str, tuple[int, int] | 
         data = files[stem].read_bytes()
         assert len(data) > 2000
         w, h = png_size(data)
+        page = embedded[data]
+        assert (w, h) == (page[0] * SCALE, page[1] * SCALE), stem
         if size is not None:
-            assert (w, h) == size, stem
-        assert embedded[data] == (w, h)
+            assert page == size, stem
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +86,19 @@ def test_three_backends_every_chart(three):
     check_images(out, parsed, {
         "throughput-short-burst": two, "ttft-short-burst": two, "tpot-itl-short-burst": two,
         "throughput-long-burst": two, "ttft-long-burst": two, "tpot-itl-long-burst": two,
-        "single-prompt-length": two, "rate-short-rate": three_p, "pareto": two, "gpu-memory": (750, 420),
-        "errors": (1160, 380)})
+        "single-prompt-length": two, "rate-short-rate": three_p, "pareto-burst": two, "pareto-rate": two,
+        "gpu-memory": (750, 420), "errors": (1160, 380), "distributions-short-burst-64": None,
+        "distributions-short-rate-rate-8": None,
+        **{f"timeline-{t}.{w}.r0": None for t in ("vllm", "sglang", "tgi") for w in ("short.burst-64", "short-rate.rate-8")}})
     assert "<h1>SYNTHETIC example</h1>" in html
     assert "script" not in parsed.tags and "link" not in parsed.tags
+    assert "svg" in parsed.tags and "title" in parsed.tags  # hover texts, no script
     assert "http://" not in html and "https://" not in html  # nothing fetched from the network
     assert "sglang vs vllm" in html and "tgi vs vllm" in html
     assert "unequal work: no verdict" in html
     assert "HTTP 503: &lt;html&gt;&lt;body&gt;&lt;h1&gt;503" in html  # error message escaped
     md = (out / "summary.md").read_text(encoding="utf-8")
-    assert "![" in md and "(pareto.png)" in md and "| sglang vs vllm |" in md.replace("  ", " ")
+    assert "![" in md and "(pareto-burst.png)" in md and "| sglang vs vllm |" in md.replace("  ", " ")
 
 
 def test_one_backend_only_the_charts_its_data_supports(tmp_path):
@@ -99,18 +107,19 @@ def test_one_backend_only_the_charts_its_data_supports(tmp_path):
     out = tmp_path / "out"
     html, parsed = run_report(store, out)
     check_images(out, parsed, {"throughput-short-burst": (1160, 420), "ttft-short-burst": (1160, 420),
-                               "tpot-itl-short-burst": (1160, 420), "pareto": (1160, 420)})
+                               "tpot-itl-short-burst": (1160, 420), "pareto-burst": (1160, 420),
+                               "distributions-short-burst-64": None, "timeline-vllm.short.burst-64.r0": None})
     assert " vs vllm" not in html
 
 
 def test_five_backends_escaped_names_and_errors(tmp_path):
     store = write_example_store(tmp_path / "exp", ["vllm", "sglang", "tgi", "lmdeploy", EVIL], repeats=1,
-                                quick=True, workloads=("short", "long"), memory=False)
+                                quick=True, workloads=("short", "long"), memory=False, records=False)
     out = tmp_path / "out"
     html, parsed = run_report(store, out)
     check_images(out, parsed, {k: None for k in (
         "throughput-short-burst", "ttft-short-burst", "tpot-itl-short-burst", "throughput-long-burst",
-        "ttft-long-burst", "tpot-itl-long-burst", "pareto", "errors")})
+        "ttft-long-burst", "tpot-itl-long-burst", "pareto-burst", "errors")})
     assert "<script>" not in html and "script" not in parsed.tags
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; vs vllm" in html
@@ -131,7 +140,7 @@ def test_imported_vllm_results_render(tmp_path):
 
 def test_compare_prints_deltas_and_unequal_work_warning(three, tmp_path, capsys):
     store = write_example_store(tmp_path / "exp", ["vllm", "tgi"], repeats=1, quick=True, workloads=("short",),
-                                memory=False)
+                                memory=False, records=False)
     cells = store / "cells"
     capsys.readouterr()
     assert main(["compare", str(cells / "vllm.short.burst-8.r0"), str(cells / "tgi.short.burst-8.r0" / "result.json")]) == 0
