@@ -73,6 +73,17 @@ def test_a_queueing_server_may_keep_a_smaller_batch():
     assert settings["max_batch"] == 256 and settings["max_model_len"] == 512 and notes == []
 
 
+def test_llama_cpp_slots_are_capped_at_its_most():
+    data = recipe_with("seed-short", {"launch": {"profile": "llama.cpp", "settings": {"model": "m.gguf"}}})
+    settings, notes = launch_settings(spec_from_data(data), "t")
+    assert settings["max_batch"] == 256 and "the rest queue" in notes[1]  # llama-server exits above 256
+    data["targets"]["t"]["launch"]["settings"]["max_batch"] = 512
+    with pytest.raises(UserError, match="max_batch 512 is more than llama.cpp accepts"):
+        spec_from_data(data)
+    with pytest.raises(UserError, match="at most 256 parallel slots"):
+        get_profile("llama.cpp").command(ServerSettings(model="m.gguf", max_batch=300))
+
+
 def test_transformers_has_no_context_setting_to_derive():
     data = recipe_with("seed-single", {"launch": {"profile": "transformers", "settings": {"model": "m/x"}}})
     settings, _ = launch_settings(spec_from_data(data), "t")

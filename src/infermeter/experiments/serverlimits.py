@@ -9,7 +9,8 @@ over ``--max-concurrent-requests`` with 429).  So a ``launch:`` target, and
   workload (with ``random_range_ratio`` its upper bound; a chat endpoint adds
   ``CHAT_HEADROOM`` tokens for the server-side template);
 * ``max_batch`` = the most requests in flight: the largest burst, concurrency, or
-  rate cell's ``rate_max_concurrency`` (without one, its number of requests).
+  rate cell's ``rate_max_concurrency`` (without one, its number of requests),
+  at most what the server accepts (llama.cpp: 256 slots; the rest wait in its queue).
 
 A setting the spec gives explicitly is kept, and where it cannot serve the cells
 (``max_model_len`` under the longest request, or ``max_batch`` under the largest
@@ -96,13 +97,20 @@ def fit_settings(settings: dict[str, Any], profile: Any, need: Needs, *, where: 
         else:
             out["max_model_len"] = max(need.model_len, 16)
             notes.append(f"max_model_len {out['max_model_len']} ({need.model_len_from})")
+    cap = launch.max_batch_cap
     if "max_batch" in given and out.get("max_batch") is not None:
         have = int(out["max_batch"])
+        if cap is not None and have > cap:
+            raise UserError(f"{_name(where, 'max_batch')} {have} is more than {profile.title} accepts ({cap})",
+                            f"use {cap} or less: requests beyond it wait in the server's queue")
         if have < need.concurrency and launch.max_batch_rejects:
             raise UserError(f"{_name(where, 'max_batch')} {have} is below the experiment's {need.concurrency} "
                             f"requests in flight ({need.concurrency_from}): {profile.title} refuses requests over "
                             "it (HTTP 429)",
                             f"raise it to {need.concurrency} or more, or leave it out to use the experiment's own")
+    elif cap is not None and need.concurrency > cap:
+        out["max_batch"] = cap
+        notes.append(f"max_batch {cap}, {profile.title}'s most ({need.concurrency_from}; the rest queue)")
     else:
         out["max_batch"] = need.concurrency
         notes.append(f"max_batch {need.concurrency} ({need.concurrency_from})")
