@@ -100,6 +100,9 @@ class Launch:
     model_dir: str | None = None  # where a container finds a local model file (mounted there)
     served_name: Callable[[ServerSettings], str] | None = None  # default: settings.name
     aliases: tuple[str, ...] = ()  # extra names for the launch profile only (``llama-server``)
+    max_batch_rejects: bool = False  # requests over max_batch get an HTTP error (TGI's 429), not a queue
+    has_max_model_len: bool = True  # False: the server takes the model's own context length
+    max_batch_cap: int | None = None  # the most max_batch the server accepts (llama.cpp: 256 slots)
 
 
 # -- container images ------------------------------------------------------------------------------

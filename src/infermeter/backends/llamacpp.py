@@ -23,6 +23,7 @@ from infermeter.backends.settings import ServerSettings, Vendor
 from infermeter.errors import UserError
 
 UBATCH = 512
+MAX_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ: "n_seq_max must be <= 256", the server exits otherwise
 MODEL_DIR = "/models"  # where the container finds a local GGUF file
 
 
@@ -72,6 +73,9 @@ def render(cmd, s, vendor, container, metrics_port):
     add(cmd, "served_model_name", "--alias", served_name(s))
     add(cmd, "host", "--host", cmd.host)
     add(cmd, "port", "--port", str(s.port))
+    if s.max_batch > MAX_SLOTS:
+        raise UserError(f"llama.cpp serves at most {MAX_SLOTS} parallel slots, not max_batch {s.max_batch}",
+                        f"use max_batch {MAX_SLOTS} or less: requests beyond the slots wait in llama-server's queue")
     total_ctx = s.max_model_len * s.max_batch
     add(cmd, "max_batch", "--parallel", str(s.max_batch), "--cont-batching")
     add(cmd, "max_model_len", "--ctx-size", str(total_ctx))
@@ -109,7 +113,8 @@ LAUNCH = Launch(
     program=("llama-server",), default_port=8080, render=render, vendors=(Vendor.CPU, Vendor.NVIDIA, Vendor.AMD),
     prefix_caching_on="--cache-prompt", prefix_caching_off="--no-cache-prompt", info_path="/props",
     metrics_flag="--metrics", container_program=("/app/llama-server",), image_entrypoint=True,
-    version_args=("--version",), served_name=served_name, aliases=("llama-server",), model_dir=MODEL_DIR)
+    version_args=("--version",), served_name=served_name, aliases=("llama-server",), model_dir=MODEL_DIR,
+    max_batch_cap=MAX_SLOTS)
 
 IMAGES = Images({
     Vendor.CPU: "ghcr.io/ggml-org/llama.cpp:server-b9014",

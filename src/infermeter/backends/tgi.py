@@ -83,7 +83,8 @@ LAUNCH = Launch(
     program=("text-generation-launcher",), default_port=3000, render=render, vendors=(Vendor.NVIDIA, Vendor.AMD),
     prefix_caching_on="PREFIX_CACHING=1", prefix_caching_off="PREFIX_CACHING=0", info_path="/info",
     port_flags=("--port", "-p"), tp_flags=("--num-shard",), container_program=("/tgi-entrypoint.sh",),
-    image_entrypoint=True, version_args=("--version",), separate_metrics_port=True)
+    image_entrypoint=True, version_args=("--version",), separate_metrics_port=True,
+    max_batch_rejects=True)
 
 IMAGES = Images({
     Vendor.NVIDIA: "ghcr.io/huggingface/text-generation-inference:3.3.5",

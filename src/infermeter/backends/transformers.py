@@ -60,7 +60,7 @@ LAUNCH = Launch(
     vendors=(Vendor.CPU, Vendor.NVIDIA, Vendor.AMD), prefix_caching_on="(none)", prefix_caching_off="(none)",
     metrics_path=None, version_args=("version",),
     served_name=lambda settings: settings.model,  # it lists (and answers to) the model it was given
-    aliases=("hf",))
+    aliases=("hf",), has_max_model_len=False)
 
 IMAGES = Images({
     Vendor.NVIDIA: "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime",

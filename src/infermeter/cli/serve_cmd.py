@@ -34,9 +34,10 @@ def serve(
     model: Annotated[Optional[str], Opt("--model", help="Model id or path (llama.cpp: a .gguf file, a HF repo, or the embedded engine's tiny/1b)")] = None,
     vendor: Annotated[Optional[str], Opt("--vendor", help="nvidia, amd or cpu (default: this machine's for local runs, nvidia for --print)")] = None,
     tensor_parallel: Annotated[int, Opt("--tensor-parallel", "-tp", help="GPUs per model instance")] = 1,
-    max_model_len: Annotated[int, Opt("--max-model-len", help="Longest sequence (prompt + output tokens)")] = 4096,
+    max_model_len: Annotated[Optional[int], Opt("--max-model-len", help="Longest sequence (prompt + output tokens); default 4096, or what --for needs")] = None,
     memory_fraction: Annotated[float, Opt("--memory-fraction", help="Fraction of each GPU's memory the server may use")] = 0.9,
-    max_batch: Annotated[int, Opt("--max-batch", help="Most sequences decoded concurrently")] = 128,
+    max_batch: Annotated[Optional[int], Opt("--max-batch", help="Most sequences decoded concurrently (TGI: requests admitted); default 128, or what --for needs")] = None,
+    fit: Annotated[Optional[str], Opt("--for", help="A recipe name or experiment spec file: max_model_len and max_batch fit its cells (longest request, largest burst)")] = None,
     max_batched_tokens: Annotated[int, Opt("--max-batched-tokens", help="Most tokens per scheduler step (prefill chunk)")] = 8192,
     port: Annotated[int, Opt("--port")] = 8000,
     prefix_caching: Annotated[bool, Opt("--prefix-caching/--no-prefix-caching", help="Reuse KV cache across shared prefixes")] = False,
@@ -90,17 +91,21 @@ def serve(
             vend = Vendor(vendor.lower())
         except ValueError:
             raise UserError(f"--vendor {vendor!r} is not known", "use nvidia, amd or cpu") from None
-    exe = executable
-    if local and prof.name == "llama.cpp":
-        model, served_model_name, exe = _embedded_llama(model, served_model_name, exe)
+    limits = {k: v for k, v in (("max_model_len", max_model_len), ("max_batch", max_batch)) if v is not None}
+    if fit is not None:
+        limits = _fit_limits(fit, prof, limits, err)
     try:
         settings = ServerSettings(
             model=model, revision=revision, tokenizer=tokenizer, served_model_name=served_model_name,
-            tensor_parallel=tensor_parallel, max_model_len=max_model_len, memory_fraction=memory_fraction,
-            max_batch=max_batch, max_batched_tokens=max_batched_tokens, port=port, prefix_caching=prefix_caching,
+            tensor_parallel=tensor_parallel, memory_fraction=memory_fraction, **limits,
+            max_batched_tokens=max_batched_tokens, port=port, prefix_caching=prefix_caching,
             dtype=dtype, extra_args=extra, env=parse_kv(env, "--env", "VLLM_LOGGING_LEVEL=INFO"), secrets=secret or ["HF_TOKEN"])
     except ValidationError as exc:
         raise user_error_from_validation(exc, "see 'infermeter serve --help'") from None
+    if local and prof.name == "llama.cpp":
+        from infermeter.servers.local import embedded_model
+
+        settings = embedded_model(settings)  # --model tiny/1b: the embedded engine's generated models
 
     if print_what is not None:
         text = _render(print_what, prof, settings, vend, image=image, gpu=gpu, name=name, kind=kind)
@@ -119,21 +124,28 @@ def serve(
     else:
         from infermeter.servers.local import LocalServer
 
-        server = LocalServer(prof, settings, vendor=vend, host=host, executable=exe, log_path=log_file,
+        server = LocalServer(prof, settings, vendor=vend, host=host, executable=executable, log_path=log_file,
                              startup_timeout=startup_timeout)
     _run_until_interrupted(server, prof, err, provenance_file)
 
 
-def _embedded_llama(model: str, served: str | None, exe: str | None) -> tuple[str, str | None, str | None]:
-    """``--model tiny``/``1b``/``gemma3-270m``: the embedded engine's generated models."""
-    from infermeter.embedded.models import MODELS
+def _fit_limits(fit: str, prof, limits: dict[str, int], err: Console) -> dict[str, int]:
+    """``--for``: the limits the experiment's cells need, the flags given kept (refused where too small)."""
+    from infermeter.experiments.recipes import recipe_names
+    from infermeter.experiments.serverlimits import fit_settings, needs
+    from infermeter.experiments.specfile import load_spec
 
-    if model in MODELS and not Path(model).exists():
-        from infermeter.embedded.models import ensure_model
+    if fit in recipe_names() and not Path(fit).exists():
+        from infermeter.experiments.recipes import load_recipe
 
-        files = ensure_model(model)
-        return str(files.gguf), served or files.model_id, exe
-    return model, served, exe
+        spec = load_recipe(fit)
+    else:
+        spec, _text = load_spec(fit)
+    need = needs(spec, chat="chat" in prof.endpoint)
+    fitted, notes = fit_settings(limits, prof, need, where="--")
+    for note in notes:
+        err.print(f"--for {escape(fit)}: {escape(note)}")
+    return {k: int(v) for k, v in fitted.items()}
 
 
 def _render(what: str, prof, settings, vend, *, image, gpu, name, kind) -> str:

@@ -77,8 +77,10 @@ def ls(
     directory: Annotated[str, typer.Argument(help="Experiment folder (a sweep's output_dir or an import target)")],
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Recreate index.sqlite from the JSON files first")] = False,
     status: Annotated[Optional[str], typer.Option("--status", help="Only cells with this status: pending, running, done, failed")] = None,
+    points: Annotated[bool, typer.Option("--points", help="Only the load points with repeats: means with 95 % CIs over their runs")] = False,
 ) -> None:
-    """A table of the experiment's cells, in run order."""
+    """A table of the experiment's cells, in run order; then, for points run more than once, means over the runs."""
+    from infermeter.experiments.repeats import point_summaries, summary_table
     from infermeter.experiments.store import STATUSES, Store
 
     store = Store(directory).require()
@@ -97,8 +99,14 @@ def ls(
     summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
     print(f"experiment {safe_text(meta.get('name') or store.root.name)} ({safe_text(meta.get('kind') or '?')}): "
           f"{sum(counts.values())} cells ({summary or 'none'})")
-    for line in format_table(rows):
-        print(line)
+    summaries = point_summaries(rows)
+    if not points:
+        for line in format_table(rows):
+            print(line)
+    if summaries:
+        print(f"{'' if points else chr(10)}repeated points: mean ± 95 % CI half-width over the runs (Student t)")
+        for line in summary_table(summaries):
+            print(line)
     if counts.get("running") and not store.is_locked():
         print("note: no sweep is running here; 'running' cells were killed mid-run and run again on --resume",
               file=sys.stderr)
@@ -138,10 +146,19 @@ def show(
         if done:
             best = max(done, key=lambda r: r["output_throughput"])
             print(f"highest output throughput: {best['output_throughput']:,.1f} tok/s ({best['cell_id']})")
+        sweeps = store.sweeps()
+        if sweeps and sweeps[-1].get("efficiency") is not None:
+            last = sweeps[-1]
+            print(f"last sweep: {last.get('cells_run')} cells, measured {last.get('measured_s'):.1f} s of "
+                  f"{last.get('wall_s'):.1f} s wall (efficiency {last['efficiency'] * 100:.1f} %)")
+        _print_points(rows)
         return
     matches = [r for r in rows if r["cell_id"] == cell_id] or [r for r in rows if r["cell_id"].startswith(cell_id)]
     if not matches:
         raise UserError(f"no cell {cell_id!r} in {str(store.root)!r}", f"see 'infermeter ls {store.root}'")
+    if len(matches) > 1 and _one_point(matches):  # the runs of one load point: their means and intervals
+        _print_points(matches)
+        return
     if len(matches) > 1:
         raise UserError(f"{cell_id!r} matches {len(matches)} cells ({', '.join(r['cell_id'] for r in matches[:3])}, ...)",
                         "give more of the cell id")
@@ -173,6 +190,22 @@ def show(
     for key in ("result_path", "records_path"):
         if r.get(key):
             print(f"{key.replace('_', ' ') + ':':<{w}} {store.root / r[key]}")
+
+
+def _one_point(rows: list[dict[str, Any]]) -> bool:
+    from infermeter.experiments.repeats import point_of
+
+    return len({point_of(r) for r in rows}) == 1 and point_of(rows[0]) is not None
+
+
+def _print_points(rows: list[dict[str, Any]]) -> None:
+    from infermeter.experiments.repeats import point_summaries, summary_table
+
+    summaries = point_summaries(rows)
+    if summaries:
+        print("repeated points: mean ± 95 % CI half-width over the runs (Student t)")
+        for line in summary_table(summaries):
+            print(line)
 
 
 @import_app.command("vllm")

@@ -33,14 +33,15 @@ app.add_typer(recipes_app, name="recipes")
 
 
 def load_experiment(spec_file: str | None, recipe: str | None, targets: list[str], model: str | None,
-                    tokenizer: str | None, output_dir: str | None) -> ExperimentSpec:
+                    tokenizer: str | None, output_dir: str | None, sets: list[str] | None = None) -> ExperimentSpec:
     from infermeter.experiments.recipes import apply_overrides, load_recipe
     from infermeter.experiments.specfile import parse_yaml, spec_from_data
 
     if spec_file and recipe:
         raise UserError("give a spec file or --recipe, not both", "e.g. infermeter sweep my.yaml")
     if recipe:
-        return load_recipe(recipe, targets=targets, model=model, tokenizer=tokenizer, output_dir=output_dir)
+        return load_recipe(recipe, targets=targets, model=model, tokenizer=tokenizer, output_dir=output_dir,
+                           sets=sets)
     if not spec_file:
         raise UserError("no experiment given", "pass a spec file (infermeter sweep my.yaml) or --recipe NAME "
                                                "(see 'infermeter recipes')")
@@ -56,15 +57,16 @@ def load_experiment(spec_file: str | None, recipe: str | None, targets: list[str
     if not isinstance(data, dict):
         raise UserError(f"{spec_file}: the spec must be a YAML mapping (name:, targets:, workloads:, load: ...)",
                         "see docs/experiments.md")
-    apply_overrides(data, targets=targets, model=model, tokenizer=tokenizer, output_dir=output_dir)
-    return spec_from_data(data, spec_file, text)
+    apply_overrides(data, targets=targets, model=model, tokenizer=tokenizer, output_dir=output_dir, sets=sets)
+    return spec_from_data(data, spec_file, text if not sets else None)
 
 
 @app.command("sweep", no_args_is_help=False)
 def sweep(
     spec_file: Annotated[Optional[str], typer.Argument(help="Experiment spec (YAML); see docs/experiments.md")] = None,
     recipe: Annotated[Optional[str], Opt("--recipe", help="Run a built-in experiment instead (see 'infermeter recipes')")] = None,
-    target: Annotated[list[str], Opt("--target", help="NAME=URL[,backend=B][,model=M][,tokenizer=T][,endpoint=E] (repeatable); replaces the spec's targets")] = [],
+    target: Annotated[list[str], Opt("--target", help="NAME=URL[,backend=B][,model=M][,tokenizer=T][,endpoint=E], or NAME=launch:PROFILE,model=M[,SETTING=V] (a server infermeter starts) (repeatable); replaces the spec's targets")] = [],
+    set_: Annotated[list[str], Opt("--set", help="PATH=VALUE: replace one key of the spec, e.g. load.burst=[1,2,4] (VALUE is YAML; repeatable)")] = [],
     model: Annotated[Optional[str], Opt("--model", help="Model for URL targets that name none")] = None,
     tokenizer: Annotated[Optional[str], Opt("--tokenizer", help="Tokenizer for URL targets that name none")] = None,
     output_dir: Annotated[Optional[str], Opt("--output-dir", help="Store folder (default: the spec's output_dir, else results/NAME)")] = None,
@@ -74,7 +76,7 @@ def sweep(
     disable_tqdm: Annotated[bool, Opt("--disable-tqdm", help="No live progress display")] = False,
 ) -> None:
     """Run an experiment: every target x workload x load point x repeat, one run per cell, resumable."""
-    spec = load_experiment(spec_file, recipe, target, model, tokenizer, output_dir)
+    spec = load_experiment(spec_file, recipe, target, model, tokenizer, output_dir, set_)
     if dry_run:
         print_plan(spec, only)
         return
@@ -120,12 +122,17 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
             assert t.embedded is not None
             what = f"embedded engine, model {t.embedded.model}, {t.embedded.parallel} slots"
         else:
-            what = "launch (not available in this version)"
+            from infermeter.experiments.serverlimits import launch_settings
+
+            assert t.launch is not None
+            fitted, _notes = launch_settings(spec, name)
+            what = (f"launch {t.launch.profile} ({fitted.get('model')}), max_model_len "
+                    f"{fitted.get('max_model_len', 'default')}, max_batch {fitted.get('max_batch', 'default')}")
         p(f"  target {name}: {safe_text(what)}; estimate basis {estimator.basis(name)}")
     header = f"  {'#':>4}  {'cell':<44} {'load':<18} {'prompts':>7}  {'in/out tok':>11}  {'status':<8} {'est.':>7}"
     p(header.rstrip())
     for c in cells:
-        st = (status.get(c.cell_id) or {}).get("status", "pending")
+        st = (status.get(c.cell_id) or {}).get("status", "extra" if c.extra else "pending")
         lens = f"{c.input_len if c.input_len is not None else '?'}/{c.output_len if c.output_len is not None else '?'}"
         est = "-" if st in ("done", "changed") else format_duration(estimator.seconds(c))
         p(f"  {c.seq:>4}  {c.cell_id:<44} {c.load_label:<18} {c.num_prompts:>7}  {lens:>11}  {st:<8} {est:>7}")
@@ -138,6 +145,10 @@ def print_plan(spec: ExperimentSpec, only: str | None = None) -> None:
     if store.exists():
         p(f"a resume would run: {_list([c.cell_id for c in todo]) if todo else 'nothing'}"
           + (" (once the changed cells are dealt with)" if changed else ""))
+    if any(c.extra for c in todo):
+        budget = f", within repeat_budget_s {spec.repeat_budget_s:g} per point" if spec.repeat_budget_s else ""
+        p(f"extra: repeats of small load points that run only until the point has min_samples "
+          f"{spec.min_samples} requests{budget}")
     p("estimate: per cell 2 s + prompts x input_len / input tok/s + prompts x output_len / output tok/s "
       "(a rate cell takes at least prompts / rate; + 5 s per embedded engine start), scaled per target by "
       "measured / estimated time of its finished cells (docs/experiments.md)")
@@ -149,6 +160,7 @@ class ConsoleEvents:
     def __init__(self, err: Console) -> None:
         self.err = err
         self._logged: set[str] = set()
+        self._skipped: set[tuple] = set()
 
     def planned(self, todo: list[Cell], done: int, estimator: Estimator) -> None:
         from infermeter.experiments.cells import format_duration
@@ -173,6 +185,12 @@ class ConsoleEvents:
 
     def cell_failed(self, cell: Cell, error: str) -> None:
         self.err.print(f"  FAILED: {safe_text(error, 300)}", markup=False, style="red")
+
+    def cell_skipped(self, cell: Cell, reason: str) -> None:
+        if cell.point not in self._skipped:  # once per point: the rest of its extra repeats go the same way
+            self._skipped.add(cell.point)
+            self.err.print(f"[dim]{escape(cell.cell_id)} and the point's further repeats: "
+                           f"{escape(safe_text(reason))}[/dim]")
 
     def log(self, message: str) -> None:
         # Each cell's run repeats some lines (the tokenizer it loads): each is shown once.
@@ -227,12 +245,26 @@ def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, 
     print(f"experiment {spec.name}: {done_now} cells run now, {outcome.done_before} done before, "
           f"{len(outcome.failed)} failed, {len(outcome.skipped)} left pending "
           f"in {format_duration(outcome.wall_s)} -> {outcome.store.root}")
+    print(efficiency_line(outcome))
     print(f"see: infermeter ls {outcome.store.root}")
     if outcome.interrupted:
         print("interrupted: finished cells are kept; 'infermeter sweep ... --resume' runs the rest "
                   "(the interrupted cell from scratch)")
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.complete else EXIT_INCOMPLETE
+
+
+def efficiency_line(outcome: Any) -> str:
+    """How much of the sweep's wall time was measurement (docs/experiments.md, "Efficiency")."""
+    from infermeter.experiments.cells import format_duration
+
+    eff = outcome.efficiency
+    parts = [f"measured {outcome.measured_s:.1f} s of {outcome.wall_s:.1f} s wall",
+             f"efficiency {eff * 100:.1f} %" if eff is not None else "efficiency -",
+             f"server starts {outcome.server_start_s:.1f} s", f"warm-ups in {outcome.warmups} cell(s)"]
+    if outcome.not_run:
+        parts.append(f"{len(outcome.not_run)} extra repeat(s) not needed or over budget")
+    return "sweep: " + ", ".join(parts) + f" ({format_duration(outcome.wall_s)})"
 
 
 @recipes_app.callback()

@@ -64,6 +64,12 @@ class Cell:
     repeat: int
     settings: dict[str, Any] = field(repr=False, hash=False, compare=False)
     fingerprint: str = ""
+    extra: bool = False  # a repeat beyond ``repeats``, run only while its point lacks min_samples (and budget)
+
+    @property
+    def point(self) -> tuple[str, str, str, float]:
+        """(target, workload, load mode, load value): the cells that repeat one measurement."""
+        return self.target, self.workload, self.load_mode, float(self.load_value)
 
     @property
     def load_label(self) -> str:
@@ -80,6 +86,7 @@ class Cell:
             "dataset": self.dataset, "input_len": self.input_len, "output_len": self.output_len,
             "load_mode": self.load_mode, "load_value": self.load_value, "num_prompts": self.num_prompts,
             "repeat": self.repeat, "fingerprint": self.fingerprint, "settings": settings,
+            **({"extra": True} if self.extra else {}),
         }
 
 
@@ -102,12 +109,16 @@ def target_settings(spec: ExperimentSpec, target: str) -> dict[str, Any]:
     elif t.kind == "embedded":
         out["engine"] = t.embedded.model_dump()  # type: ignore[union-attr]
     else:
+        from infermeter.experiments.serverlimits import launch_settings
+
         out["launch"] = t.launch.model_dump()  # type: ignore[union-attr]
+        out["launch"]["settings"], _notes = launch_settings(spec, target)  # limits from the cells
     out.update({k: getattr(t, k) for k in COST_FIELDS if getattr(t, k) is not None})
     return out
 
 
-def base_settings(spec: ExperimentSpec, target: str, workload: str) -> dict[str, Any]:
+def base_settings(spec: ExperimentSpec, target: str, workload: str,
+                  target_part: dict[str, Any] | None = None) -> dict[str, Any]:
     """Settings of a (target, workload) pair before the load point is chosen."""
     ws = spec.workloads[workload]
     run: dict[str, Any] = {"dataset_name": ws.dataset, **ws.run_fields()}
@@ -115,7 +126,8 @@ def base_settings(spec: ExperimentSpec, target: str, workload: str) -> dict[str,
     run.update({k: v for k, v in spec.stop.model_dump().items() if k != "cell_timeout_s"})
     grid = spec.grid_for(workload)
     run.update(burstiness=grid.burstiness, arrival=grid.arrival)
-    return {"target": target_settings(spec, target), "run": run,
+    target_part = target_settings(spec, target) if target_part is None else target_part
+    return {"target": json.loads(json.dumps(target_part)), "run": run,
             "cell_timeout_s": spec.stop.cell_timeout_s}
 
 
@@ -150,30 +162,37 @@ def fingerprint(settings: dict[str, Any]) -> str:
 
 
 def build_plan(spec: ExperimentSpec) -> list[Cell]:
+    """Every cell in run order; a point's extra repeats (``min_samples``) follow its last regular one."""
     cells: list[Cell] = []
+    targets = {t: target_settings(spec, t) for t in spec.targets}  # derived once per target
     for target in spec.targets:
         for repeat in range(spec.repeats):
             for workload, ws in spec.workloads.items():
                 in_len, out_len = ws.lengths()
                 for mode, value, n, load in load_points(spec, workload):
-                    settings = base_settings(spec, target, workload)
-                    run = settings["run"]
-                    run.update(load)
-                    run["seed"] = _cell_seed(spec.options.seed, workload, mode, value, repeat)
-                    cid = cell_id_for(target, workload, mode, value, repeat)
-                    run["metadata"] = {**spec.options.metadata, "experiment": spec.name,
-                                       "experiment_cell": cid, "experiment_target": target,
-                                       "experiment_workload": workload, "experiment_repeat": str(repeat)}
-                    cells.append(Cell(seq=len(cells) + 1, cell_id=cid, target=target, workload=workload,
-                                      dataset=ws.dataset, input_len=in_len, output_len=out_len, load_mode=mode,
-                                      load_value=value, num_prompts=n, repeat=repeat, settings=settings,
-                                      fingerprint=fingerprint(settings)))
+                    last = spec.repeats_for(n) if repeat == spec.repeats - 1 else repeat + 1
+                    for r in range(repeat, last):
+                        settings = base_settings(spec, target, workload, targets[target])
+                        run = settings["run"]
+                        run.update(load)
+                        run["seed"] = _cell_seed(spec.options.seed, workload, mode, value, r)
+                        cid = cell_id_for(target, workload, mode, value, r)
+                        run["metadata"] = {**spec.options.metadata, "experiment": spec.name,
+                                           "experiment_cell": cid, "experiment_target": target,
+                                           "experiment_workload": workload, "experiment_repeat": str(r)}
+                        cells.append(Cell(seq=len(cells) + 1, cell_id=cid, target=target, workload=workload,
+                                          dataset=ws.dataset, input_len=in_len, output_len=out_len,
+                                          load_mode=mode, load_value=value, num_prompts=n, repeat=r,
+                                          settings=settings, fingerprint=fingerprint(settings),
+                                          extra=r >= spec.repeats))
     return cells
 
 
 def runspec_from_settings(settings: dict[str, Any], *, base_url: str, tokenizer: str | None,
-                          result_dir: str, result_filename: str | None = None, progress: bool = False):
-    """The RunSpec of one cell, pointed at a live base URL (and tokenizer, for an embedded target)."""
+                          result_dir: str, result_filename: str | None = None, progress: bool = False,
+                          model: str | None = None):
+    """The RunSpec of one cell, pointed at a live base URL (and tokenizer, for an embedded target;
+    ``model``: the name a launched server answers to, where it differs from the settings')."""
     from infermeter.runner.spec import RunSpec
 
     t = settings["target"]
@@ -186,7 +205,7 @@ def runspec_from_settings(settings: dict[str, Any], *, base_url: str, tokenizer:
                       tokenizer=t.get("tokenizer") or tokenizer, trust_remote_code=t.get("trust_remote_code", False))
     elif t["kind"] == "launch":
         server = t["launch"]["settings"]
-        fields.update(model=server.get("served_model_name") or server["model"],
+        fields.update(model=model or server.get("served_model_name") or server["model"],
                       tokenizer=tokenizer or server.get("tokenizer") or server["model"],
                       launch_gpu_count=int(server.get("tensor_parallel") or 1))
     else:

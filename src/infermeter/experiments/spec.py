@@ -32,6 +32,7 @@ DATASET_FIELDS = {
 # Fields any workload may set (docs/workloads.md): a time-bounded run at every load point.
 ANY_DATASET_FIELDS = ("duration", "duration_grace")
 DEFAULT_PROMPTS_PER_SLOT = 10
+MAX_REPEATS = 1000  # runs of one load point, repeats and min_samples together
 SPEC_DOC = "see docs/experiments.md"
 
 
@@ -307,6 +308,11 @@ class ExperimentSpec(_Strict):
     workloads: dict[str, WorkloadSpec]
     load: LoadGrid | None = None
     repeats: int = Field(default=1, ge=1, le=1000)
+    # A load point whose run has fewer requests than min_samples is repeated, right after its
+    # last regular repeat, until its repeats hold min_samples requests (at most MAX_REPEATS runs),
+    # while the point's runs so far took less than repeat_budget_s of wall time.
+    min_samples: int | None = Field(default=None, ge=1, le=1_000_000)
+    repeat_budget_s: float | None = Field(default=None, gt=0, lt=math.inf)
     options: RunOptions = Field(default_factory=RunOptions)
     stop: StopRules = Field(default_factory=StopRules)
 
@@ -335,6 +341,19 @@ class ExperimentSpec(_Strict):
                 raise ValueError(f"no load grid for workload {missing[0]!r} — give a top-level load: "
                                  "(or a load: inside every workload)")
         return self
+
+    @model_validator(mode="after")
+    def _budget_needs_samples(self) -> "ExperimentSpec":
+        if self.repeat_budget_s is not None and self.min_samples is None:
+            raise ValueError("repeat_budget_s without min_samples — give min_samples: N (the requests each load "
+                             "point should reach over its repeats), or leave the budget out")
+        return self
+
+    def repeats_for(self, num_prompts: int) -> int:
+        """Runs of a load point with ``num_prompts`` requests: ``repeats``, or more to reach ``min_samples``."""
+        if self.min_samples is None or num_prompts >= self.min_samples:
+            return self.repeats
+        return max(self.repeats, min(MAX_REPEATS, math.ceil(self.min_samples / max(num_prompts, 1))))
 
     @property
     def resolved_output_dir(self) -> Path:

@@ -6,6 +6,7 @@
       experiment.json        name, kind (sweep | imported), created, store schema version
       spec.yaml              the spec as run (resolved; credentials in headers and URLs redacted)
       plan.json              every planned cell, in run order (pending ones included)
+      sweeps.jsonl           one line per sweep run here: wall and measured time, efficiency
       index.sqlite           derived index (tables experiment, cells, schema_version)
       cells/<cell_id>/
         cell.json            the cell's definition, status, start/finish times, attempt
@@ -173,6 +174,24 @@ class Store:
         """The cells the spec plans, in run order.  Cells of an earlier, different plan that ran
         keep their folders (and so their rows in the index); unrun ones are no longer listed."""
         write_json_atomic(self.plan_path, {"store_schema_version": STORE_SCHEMA_VERSION, "cells": definitions})
+
+    def record_sweep(self, summary: dict[str, Any]) -> None:
+        """Append one sweep's summary (cells run, wall / measured seconds, efficiency) to sweeps.jsonl."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "sweeps.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"finished": _now(), **summary}, sort_keys=True) + "\n")
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """The summaries of the sweeps run here, oldest first."""
+        try:
+            lines = (self.root / "sweeps.jsonl").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
 
     # ------------------------------------------------------------------ cell files
     def read_cell(self, cell_id: str) -> dict[str, Any] | None:

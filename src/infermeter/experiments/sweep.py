@@ -7,7 +7,13 @@ Guarantees (see docs/experiments.md):
 * a cell that was killed (SIGKILL, power loss) or interrupted (Ctrl-C, SIGTERM)
   mid-run is re-run from scratch; its partial files are moved to
   ``cells/<id>/.partial-<n>/``, never deleted;
-* an embedded target's engine is started once for all of that target's cells.
+* an embedded target's engine is started once for all of that target's cells;
+* warm-up requests (``options.warmup_requests``) are sent once per target and workload,
+  in the first cell of that workload after the server started, not in every cell;
+* a load point's extra repeats (``min_samples``) run only while it lacks samples and
+  its ``repeat_budget_s`` is not spent (experiments/repeats.py);
+* the outcome says how much of the wall time was measurement: ``efficiency`` =
+  the cells' measured durations / the sweep's wall time (also in ``sweeps.jsonl``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Callable, Iterator
 from infermeter.core.notices import Notice, as_notice
 from infermeter.errors import StorageError, TargetError, UserError
 from infermeter.experiments.cells import Cell, Estimator, build_plan, runspec_from_settings
+from infermeter.experiments.repeats import RepeatPlanner
 from infermeter.experiments.spec import ExperimentSpec
 from infermeter.experiments.store import Store, _interrupted, copy_file
 from infermeter.runner.target import ExistingServer, open_target
@@ -52,6 +59,8 @@ class SweepEvents:
 
     def cell_failed(self, cell: Cell, error: str) -> None: ...
 
+    def cell_skipped(self, cell: Cell, reason: str) -> None: ...
+
     def log(self, message: str) -> None: ...
 
 
@@ -64,12 +73,28 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # left pending (target unreachable, engine failed)
     set_aside: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # extra repeats with enough samples or no budget left
     interrupted: bool = False
     wall_s: float = 0.0
+    measured_s: float = 0.0  # the cells' measured durations (first request sent to last answer), summed
+    server_start_s: float = 0.0  # starting servers (embedded engine, launched servers)
+    warmups: int = 0  # cells that sent warm-up requests
 
     @property
     def complete(self) -> bool:
         return not (self.failed or self.skipped or self.interrupted)
+
+    @property
+    def efficiency(self) -> float | None:
+        """Measured time / wall time of this sweep (None before anything ran)."""
+        return self.measured_s / self.wall_s if self.wall_s > 0 and self.measured_s > 0 else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"cells_run": len(self.done), "failed": len(self.failed), "left_pending": len(self.skipped),
+                "not_run": len(self.not_run), "interrupted": self.interrupted, "wall_s": round(self.wall_s, 3),
+                "measured_s": round(self.measured_s, 3), "server_start_s": round(self.server_start_s, 3),
+                "warmup_cells": self.warmups,
+                "efficiency": round(self.efficiency, 4) if self.efficiency is not None else None}
 
 
 @dataclass
@@ -77,6 +102,8 @@ class _Runtime:
     base_url: str
     tokenizer: str | None
     server_log: Path | None
+    model: str | None = None  # the name a launched server answers to
+    warmed: set[str] = field(default_factory=set)  # workloads warmed up since this server started
 
 
 def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None,
@@ -107,11 +134,14 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
         store.write_plan([c.definition() for c in plan])
         store.rebuild_index()
         estimator = Estimator(spec)
+        planner = RepeatPlanner(spec)
+        rows = {r["cell_id"]: r for r in store.rows()}
         for cell in plan:
             if store.file_state(cell.cell_id) == "done":
                 rec = store.read_cell(cell.cell_id) or {}
                 if rec.get("started") and rec.get("finished"):
                     estimator.observe(cell, rec["finished"] - rec["started"])
+                planner.observe_row(cell, rows.get(cell.cell_id) or {})
         todo = [c for c in plan if c.target in selected and store.file_state(c.cell_id) != "done"]
         outcome.done_before = sum(1 for c in plan if c.target in selected) - len(todo)
         ev.planned(todo, outcome.done_before, estimator)
@@ -123,13 +153,21 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
                     continue
                 ev.target_start(target, spec.targets[target].kind, len(cells))
                 try:
+                    t_server = time.monotonic()
                     with _runtime(spec, target, store, ev, engine_progress) as rt:
+                        outcome.server_start_s += time.monotonic() - t_server
                         for i, cell in enumerate(cells):
                             index += 1
+                            reason = planner.skip_reason(cell)
+                            if reason is not None:
+                                outcome.not_run.append(cell.cell_id)
+                                store.mark_pending(cell.definition(), note=reason)
+                                ev.cell_skipped(cell, reason)
+                                continue
                             remaining = [c for c in todo[todo.index(cell):]]
                             ev.cell_start(index, len(todo), cell, estimator.total(remaining))
                             verdict = _run_cell(store, cell, rt, estimator, ev, progress, engine_progress, argv,
-                                                outcome)
+                                                outcome, planner)
                             if verdict == "target_error":
                                 rest = [c.cell_id for c in cells[i + 1:]]
                                 outcome.skipped.extend(rest)
@@ -150,6 +188,7 @@ def run_sweep(spec: ExperimentSpec, *, resume: bool = False, only: str | None = 
             outcome.interrupted = True
         finally:
             outcome.wall_s = time.monotonic() - t_start
+            store.record_sweep(outcome.summary())
     return outcome
 
 
@@ -199,7 +238,7 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
             yield _Runtime(base_url=live.base_url, tokenizer=None, server_log=None)
         return
     if t.kind == "launch":
-        yield from _launched(t, target, store, ev)
+        yield from _launched(spec, target, store, ev)
         return
     from infermeter.embedded.target import EmbeddedEngine
 
@@ -218,18 +257,29 @@ def _runtime(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents,
                     copy_file(Path(log), store.root / "servers" / f"{target}-{int(live.started_epoch)}.log")
 
 
-def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtime]:
+def _launched(spec: ExperimentSpec, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtime]:
     """Start the target's server from its launch profile; its log lives in the store.
 
     GPU telemetry runs from before the start until the server answers (phases idle ->
     loading -> ready): ``servers/TARGET-EPOCH.json`` holds the server's provenance, its
     start time and the memory it took to load (idle, peak while loading, ready), and
     ``servers/TARGET-EPOCH.telemetry.jsonl`` the samples."""
-    from infermeter.servers import LocalServer, ServerSettings
+    from infermeter.experiments.serverlimits import launch_settings
+    from infermeter.process import free_port
+    from infermeter.servers import LocalServer, ServerSettings, get_profile
+    from infermeter.servers.local import embedded_model
     from infermeter.telemetry import TelemetrySession
 
-    cfg = t.launch
-    settings = ServerSettings(**cfg.settings)
+    cfg = spec.targets[target].launch
+    assert cfg is not None
+    fitted, notes = launch_settings(spec, target)
+    if "port" not in cfg.settings:  # no fixed port asked for: one that is free now
+        fitted["port"] = free_port("127.0.0.1")
+    settings = ServerSettings(**fitted)
+    if get_profile(cfg.profile).name == "llama.cpp":
+        settings = embedded_model(settings)  # model: tiny / 1b -> the embedded engine's generated GGUF
+    for note in notes:
+        ev.log(f"{target}: {note}")
     stem = f"{target}-{int(time.time())}"
     log_path = store.root / "servers" / f"{stem}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +303,8 @@ def _launched(t, target: str, store: Store, ev: SweepEvents) -> Iterator[_Runtim
                    "startup_s": live.startup_s, "provenance": server.provenance(), "telemetry": summary}
         write_json_atomic(log_path.with_name(f"{stem}.json"), startup)
         ev.log(f"{target}: ready at {server.base_url} after {live.startup_s:.1f} s{_loaded_memory(summary)}")
-        yield _Runtime(base_url=live.base_url, tokenizer=settings.tokenizer, server_log=log_path)
+        yield _Runtime(base_url=live.base_url, tokenizer=settings.tokenizer, server_log=log_path,
+                       model=server.model_name)
 
 
 def _loaded_memory(summary: dict) -> str:
@@ -266,7 +317,7 @@ def _loaded_memory(summary: dict) -> str:
 
 
 def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: SweepEvents,
-              progress, engine_progress, argv, outcome: SweepOutcome) -> str:
+              progress, engine_progress, argv, outcome: SweepOutcome, planner: RepeatPlanner) -> str:
     from infermeter.runner.execute import execute_run
 
     cid = cell.cell_id
@@ -285,8 +336,11 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
     try:
         spec = runspec_from_settings(cell.settings, base_url=rt.base_url, tokenizer=rt.tokenizer,
                                      result_dir=str(cdir), result_filename=RESULT_FILENAME,
-                                     progress=progress is not None)
+                                     progress=progress is not None, model=rt.model)
         spec = spec.model_copy(update={"target_name": cell.target, "cell_id": cid})
+        if cell.workload in rt.warmed and spec.warmup_requests:  # warmed up once per server and workload
+            spec = spec.model_copy(update={"warmup_requests": 0})
+        record["warmup_requests"] = spec.warmup_requests
         report = execute_run(spec, argv=argv, progress=factory, engine_progress=engine_progress, log=ev.log)
         if report.write_error is not None:  # disk full: this cell's files are incomplete
             raise report.write_error
@@ -316,6 +370,11 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
     row = store.finish_cell(record, result)
     wall = time.monotonic() - t0
     estimator.observe(cell, wall)
+    planner.observe(cell, result.get("completed"), wall)
+    rt.warmed.add(cell.workload)
+    outcome.warmups += 1 if record["warmup_requests"] else 0
+    duration = result.get("duration")
+    outcome.measured_s += float(duration) if isinstance(duration, (int, float)) else 0.0
     outcome.done.append(cid)
     ev.cell_end(cell, row, wall)
     return "done"

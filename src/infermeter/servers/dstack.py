@@ -63,6 +63,8 @@ def dstack_config(profile: Profile, settings: ServerSettings, vendor: Vendor | s
                         "use lowercase letters, digits and '-', starting with a letter (2-41 characters)")
     cmd = profile.command(settings, vendor, host="0.0.0.0", container=True)
     env: list[str] = [*cmd.secrets, *(f"{k}={v}" for k, v in cmd.env.items())]
+    if "MODEL_ID" not in cmd.env and "MODEL_ID" not in cmd.secrets:  # as the write-up's task files name it
+        env.append(f"MODEL_ID={model_id(profile, settings, container=True)}")
     conf: dict[str, Any] = {"type": kind, "name": name, "image": image}
     if user:
         conf["user"] = user
@@ -87,6 +89,13 @@ def dstack_config(profile: Profile, settings: ServerSettings, vendor: Vendor | s
         resources["disk"] = disk
     conf["resources"] = resources
     return conf
+
+
+def model_id(profile: Profile, settings: ServerSettings, *, container: bool = False) -> str:
+    """The model the server loads, as its command names it (a llama.cpp GGUF file by its path in the container)."""
+    if container and profile.launch.model_dir and (settings.model.endswith(".gguf") or Path(settings.model).is_file()):
+        return f"{profile.launch.model_dir}/{Path(settings.model).name}"
+    return settings.model
 
 
 def render_dstack(profile: Profile, settings: ServerSettings, vendor: Vendor | str, **kw: Any) -> str:

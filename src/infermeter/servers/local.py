@@ -290,6 +290,19 @@ class LocalServer:
             self._log = None
 
 
+def embedded_model(settings: ServerSettings) -> ServerSettings:
+    """llama.cpp ``model: tiny`` (``1b``, ``gemma3-270m``): the embedded engine's generated GGUF, served
+    under its model id, with its tokenizer; any other model (a path, a repository) is left as given."""
+    from infermeter.embedded.models import MODELS, ensure_model
+
+    if settings.model not in MODELS or Path(settings.model).exists():
+        return settings
+    files = ensure_model(settings.model)
+    return settings.model_copy(update={
+        "model": str(files.gguf), "served_model_name": settings.served_model_name or files.model_id,
+        "tokenizer": settings.tokenizer or (str(files.tokenizer_dir) if files.tokenizer_dir else None)})
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

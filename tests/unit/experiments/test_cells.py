@@ -180,7 +180,7 @@ def test_recipe_targets_come_from_the_command_line(capsys):
     assert main(["sweep", "--recipe", "seed-short", "--target", "a=http://h:1", "--target", "b=http://h:2",
                  "--model", "M", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "24 cells" in out and "a.sonnet80.burst-2048.r0" in out and "b.sonnet80.burst-1.r0" in out
+    assert "412 cells" in out and "a.sonnet80.burst-2048.r0" in out  # 206 a target: small bursts repeat (min_samples) and "b.sonnet80.burst-1.r0" in out
 
 
 def test_recipe_yaml_is_a_copyable_spec(tmp_path, capsys):
