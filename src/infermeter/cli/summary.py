@@ -105,11 +105,17 @@ def efficiency_lines(eff: dict | None, lines: list[str]) -> None:
         return
     lines.append(rule("Energy and cost"))
     reasons = eff.get("reasons") or {}
+    keys = ("output_throughput_per_gpu", "energy_per_output_token_j", "usd_per_million_output_tokens")
+    if all(eff.get(k) is None for k in keys):  # nothing to show (e.g. a CPU machine, no price): one line
+        lines.append(f"{'Per GPU, energy, cost':<{LABEL}} n/a")
+        why = "; ".join(dict.fromkeys(_short(reasons.get(g) or "not measured") for g in ("per_gpu", "energy", "cost")))
+        lines.extend(textwrap.wrap(f"({safe_text(why)})", 78, initial_indent="  ", subsequent_indent="   "))
+        return
 
     def row(name: str, value: object, fmt: str, note: str, group: str) -> None:
         if value is None:
             lines.append(f"{name:<{LABEL}} n/a")
-            why = f"({safe_text(reasons.get(group) or 'not measured')})"
+            why = f"({safe_text(_short(reasons.get(group) or 'not measured'))})"
             lines.extend(textwrap.wrap(why, 78, initial_indent="  ", subsequent_indent="   "))
         else:
             lines.append(f"{name:<{LABEL}} {format(value, fmt)}" + (f" ({safe_text(note)})" if note else ""))
@@ -124,6 +130,11 @@ def efficiency_lines(eff: dict | None, lines: list[str]) -> None:
     basis = (f"${price['per_hour']:g}/{'GPU' if price.get('per') == 'gpu' else 'node'}-hour, {price.get('source')}"
              if price else "")
     row("Cost per million output tokens ($)", eff.get("usd_per_million_output_tokens"), ",.4g", basis, "cost")
+
+
+def _short(reason: str) -> str:
+    """A reason's first clause for the terminal (the result JSON keeps it whole)."""
+    return reason.split(" (", 1)[0] if len(reason) > 90 else reason
 
 
 def placement_of(result: dict) -> dict | None:
