@@ -69,12 +69,14 @@ def capacity(
     out = search_capacity(spec, slos, vary=vary, low=low, high=high, confidence=confidence, max_runs=max_runs,
                           rel_tol=tolerance, validity=ValidityOptions(max_error_rate=max_error_rate),
                           log=lambda m: err.print(f"[dim]{escape(safe_text(m))}[/dim]"))
-    Path(result_dir).mkdir(parents=True, exist_ok=True)
-    (Path(result_dir) / "capacity.json").write_text(json.dumps(out, indent=2))
+    from infermeter.storage.names import write_new
+
+    written = write_new(Path(result_dir), "capacity.json", json.dumps(out, indent=2).encode())  # never replaces
     if json_out:
         print(json.dumps(out, indent=2))
         return
     print_capacity(Console(highlight=False), out)
+    err.print(f"written: {escape(str(written))}")
 
 
 def print_capacity(console: Console, out: dict) -> None:

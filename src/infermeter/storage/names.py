@@ -118,6 +118,32 @@ def claim(result_dir: Path, filename: str, if_exists: str, opener) -> tuple[Path
                        "choose another --result-dir or --result-filename")
 
 
+def write_new(folder: Path, filename: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/filename``, or to the next free ``STEM-2``, ``STEM-3``, ... (created
+    with O_EXCL): a file another run wrote is never replaced.  Returns the path written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, folder, folder=True) from None
+    first = folder / filename
+    for k in range(1, _MAX_TRIES + 1):
+        path = first if k == 1 else folder / f"{first.stem}-{k}{first.suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise storage_error(exc, path) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise storage_error(exc, path) from None
+        return path
+    raise StorageError(f"no free name after {first.stem}-{_MAX_TRIES} in {folder}", "choose another folder")
+
+
 def storage_error(exc: OSError, path: Path, *, folder: bool = False) -> UserError:
     """An OS error writing ``path`` as one line naming the problem and the fix."""
     code = exc.errno
