@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
 
 START_AT_TOLERANCE_S = 1.0  # a start time this far in the past is still accepted (started at once)
@@ -43,14 +43,15 @@ class Shard:
     def parse(cls, text: str) -> "Shard":
         m = _SHARD.match(text or "")
         if not m:
-            raise UserError(f"--shard {text!r} is not i/N",
-                            "write e.g. --shard 0/2 and --shard 1/2 (i counts from 0)")
+            raise FieldError("load.shard", text, "{load.shard} {value!r} is not i/N",
+                             "write e.g. {load.shard} 0/2 and {load.shard} 1/2 (i counts from 0)")
         index, count = int(m.group(1)), int(m.group(2))
         if count < 1:
-            raise UserError(f"--shard {text!r}: N must be at least 1", "write e.g. --shard 0/2")
+            raise FieldError("load.shard", text, "{load.shard} {value!r}: N must be at least 1",
+                             "write e.g. {load.shard} 0/2")
         if not 0 <= index < count:
-            raise UserError(f"--shard {text!r}: i must be between 0 and {count - 1}",
-                            f"shards of {count} are numbered 0/{count} .. {count - 1}/{count}")
+            raise FieldError("load.shard", text, "{load.shard} {value!r}: i must be between 0 and {last}",
+                             "shards of {count} are numbered 0/{count} .. {last}/{count}", last=count - 1, count=count)
         return cls(index, count)
 
     def __str__(self) -> str:

@@ -32,7 +32,7 @@ from infermeter.workloads.specs import (
     SonnetSpec,
     TraceSpec,
     WorkloadSpec,
-    flag,
+    setting,
     parse_spec,
 )
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
@@ -49,7 +49,7 @@ __all__ = [
     "TraceSpec",
     "Tokenizer",
     "WorkloadSpec",
-    "flag",
+    "setting",
     "load_tokenizer",
     "make_prompts",
     "parse_spec",

@@ -13,6 +13,7 @@ from infermeter.cli.main import main
 from infermeter.cli.options import build_parser, normalize, parse_run_args
 from infermeter.cli.vllm_table import VLLM_OPTIONS, markdown_table
 from infermeter.errors import UserError
+from infermeter.runner.plan import resolve
 from infermeter.runner.spec import runspec_from_flags
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -120,7 +121,7 @@ def test_sonnet_dataset_path_reaches_the_workload(tmp_path):
     text = tmp_path / "lines.txt"
     text.write_text("alpha beta\ngamma delta\n")
     spec = runspec_from_flags(fields(f"--dataset-name sonnet --dataset-path={text} --num-prompt=1"))
-    assert spec.workload_spec().path == text
+    assert resolve(spec).workload.path == text
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -207,7 +208,7 @@ def test_corpus_of_real_command_lines(cmd, expect):
     for pair in expect.split(";"):
         key, _, value = pair.strip().partition("=")
         assert str(got[key]) == value, (key, got[key])
-    runspec_from_flags({**got, "dataset_path": None} if got["dataset_name"] == "sonnet" else got)
+    resolve(runspec_from_flags({**got, "dataset_path": None} if got["dataset_name"] == "sonnet" else got))
 
 
 def test_the_rendered_dstack_load_task_saves_its_results():
