@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # messages may quote a server: safe_text keeps them one inert line
         print(f"infermeter: error: {safe_text(exc)}", file=sys.stderr)
         return exc.exit_code
-    except ValidationError as exc:  # a RunSpec (or other settings model) refused a value
+    except ValidationError as exc:  # another settings model refused a value (a RunSpec raises FieldErrors)
         err = user_error_from_validation(exc)
         print(f"infermeter: error: {safe_text(err)}", file=sys.stderr)
         return err.exit_code

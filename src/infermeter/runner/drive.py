@@ -17,7 +17,7 @@ from infermeter.clients.protocols import make_protocol
 from infermeter.clients.transports import make_transport
 from infermeter.core.outcome import Counters, StopPolicy
 from infermeter.core.protocol import RequestOptions
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.load.generator import LoadRunner
 from infermeter.load.schedule import LoadPlan, offered_rates
 from infermeter.load.sessions import SessionRunner
@@ -71,7 +71,8 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     info = asyncio.run(probe_target(base_url, backend, kind, requested_model, headers))
     model = requested_model or (info.served_models[0] if info.served_models else None)
     if model is None:
-        raise UserError(f"{redact_url(base_url)} lists no model and --model was not given", "pass --model NAME")
+        raise FieldError("target.model", None, "{url} lists no model and {target.model} was not given",
+                         "pass {target.model} NAME", url=redact_url(base_url))
     tokenizer_id = t.tokenizer or (str(engine.tokenizer_dir) if engine else (t.model or model))
     log(f"tokenizer: {tokenizer_id}")
     if tokenizer is None:

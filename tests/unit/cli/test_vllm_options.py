@@ -220,3 +220,20 @@ def test_the_rendered_dstack_load_task_saves_its_results():
     argv = shlex.split(line)[2:]
     got, settings = parse_run_args(argv)
     assert settings["save_result"] and got["result_dir"] == "/results" and got["result_filename"] == "shard-0.json"
+
+
+def test_field_errors_are_worded_with_the_flag_that_sets_the_field(capsys):
+    from infermeter.cli.main import main
+    from infermeter.cli.options import FLAG_OF_FIELD, OWN_FIELDS, OWN_OPTIONS, flag_name
+    from infermeter.runner.spec import FIELD_SECTION, field_path
+
+    setters = {f: {o.flag for o in VLLM_OPTIONS if f in o.fields} for f in FIELD_SECTION}
+    for flags, kw in OWN_OPTIONS:
+        setters.get(OWN_FIELDS.get(flags[0]) or kw.get("dest") or flags[0][2:].replace("-", "_"), set()).add(flags[0])
+    for name, flag in FLAG_OF_FIELD.items():
+        assert flag in setters[name] and flag_name(field_path(name)) == flag
+    assert flag_name("load.warmup_requests") == "--warmup-requests" and flag_name("target.headers") == "--header"
+    assert flag_name("output.cell_id") == "output.cell_id"  # no flag sets it
+    assert main(["run", "--base-url", "http://127.0.0.1:1", "--num-prompts", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ("infermeter: error: --num-prompts 0 must be at least 1 — "
+                                               "pass --num-prompts N with N >= 1")
