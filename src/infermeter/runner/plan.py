@@ -59,7 +59,7 @@ class RunPlan:
 
 @contextlib.contextmanager
 def _field(name: str, value: Any) -> Iterator[None]:
-    """A helper's own UserError (worded by that helper), tied to the field it judged."""
+    """A workload's own UserError that is not a FieldError, tied to the workload section."""
     try:
         yield
     except FieldError:
@@ -76,33 +76,25 @@ def _literal(text: str) -> str:
 
 def resolve(spec: RunSpec) -> RunPlan:
     """Judge every value that can be judged without a server, and derive the run's plan."""
+    from infermeter.secrets import check_headers
+    from infermeter.storage.names import check_plain_name
+
     t, o = spec.target, spec.output
     _check_ranges(spec)
-    with _field("backend", t.backend):
-        backend = get_backend(t.backend)
+    backend = get_backend(t.backend)
     _check_target(spec)
     load = load_plan(spec)
     _check_client(spec)
-    with _field("metric_percentiles", o.metric_percentiles):
-        percentiles = parse_percentiles(o.metric_percentiles)
-    with _field("percentile_metrics", o.percentile_metrics):
-        metric_names = parse_metric_names(o.percentile_metrics)
-    with _field("goodput", o.goodput):
-        goodput = GoodputSLO.parse(o.goodput) if o.goodput else None
-    with _field("headers", t.headers):
-        from infermeter.secrets import check_headers
-
-        check_headers(t.headers)
+    percentiles = parse_percentiles(o.metric_percentiles)
+    metric_names = parse_metric_names(o.percentile_metrics)
+    goodput = GoodputSLO.parse(o.goodput) if o.goodput else None
+    check_headers(t.headers)
     if o.result_filename is not None:
-        from infermeter.storage.names import check_plain_name
-
-        with _field("result_filename", o.result_filename):
-            check_plain_name(o.result_filename)
+        check_plain_name(o.result_filename)
     _check_cost(spec)
     _check_workers(spec)
     workload = workload_spec(spec.workload)
-    with _field("shard", spec.load.shard):
-        shard = Shard.parse(spec.load.shard) if spec.load.shard else None
+    shard = Shard.parse(spec.load.shard) if spec.load.shard else None
     endpoint = t.endpoint or backend.default_endpoint
     kind = protocol_for(endpoint)
     if backend.name == "openai-chat" and kind == "openai":

@@ -82,7 +82,7 @@ def test_result_filename_must_be_a_plain_name_inside_the_result_dir(name):
 
     with pytest.raises(FieldError, match="plain file name") as info:
         resolve(RunSpec.from_flat(dict(result_filename=name)))
-    assert "--result-dir" in info.value.fix and info.value.field == "output.result_filename"
+    assert "output.result_dir" in info.value.fix and info.value.field == "output.result_filename"
 
 
 def test_result_filename_with_a_path_is_one_line_before_any_server(tmp_path, capsys):
