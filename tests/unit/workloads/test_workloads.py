@@ -150,8 +150,11 @@ def test_prefix_only_random_prompt_is_allowed():
     (0, 0, "--num-prompts 0"), (-3, 0, "--num-prompts -3"), (2, -1, "--seed -1"),
 ])
 def test_bad_count_or_seed(tok, num, seed, message):
-    with pytest.raises(UserError, match=message):
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as info:
         make_prompts(RandomSpec(input_len=8), tok, num, seed, False)
+    assert info.value.field in ("load.num_prompts", "load.seed") and message in str(worded_for_cli(info.value))
 
 
 def test_make_prompts_accepts_a_mapping(tok):
