@@ -56,7 +56,7 @@ def capacity(
 ) -> None:
     """Find the largest request rate (or concurrency) meeting every SLO, by bisection over runs."""
     slos = parse_slos(slo)
-    spec = RunSpec(
+    spec = RunSpec.from_flat(dict(
         backend=backend, base_url=base_url, endpoint=endpoint, model=model, tokenizer=tokenizer,
         headers=parse_headers(header), dataset_name=dataset_name, dataset_path=dataset_path,
         random_input_len=random_input_len, random_output_len=random_output_len,
@@ -64,7 +64,7 @@ def capacity(
         num_prompts=num_prompts, request_rate=math.inf if vary == "concurrency" else max(low, 1e-9),
         arrival=arrival, burstiness=burstiness, max_concurrency=max_concurrency if vary == "rate" else None,
         warmup_requests=warmup_requests, seed=seed, result_dir=result_dir, progress=False,
-    )
+    ))
     err = Console(stderr=True, highlight=False)
     out = search_capacity(spec, slos, vary=vary, low=low, high=high, confidence=confidence, max_runs=max_runs,
                           rel_tol=tolerance, validity=ValidityOptions(max_error_rate=max_error_rate),

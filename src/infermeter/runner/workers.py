@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.runner.efficiency import efficiency_for  # energy, cost, per GPU (docs/cost.md)
+from infermeter.runner.plan import RunPlan, resolve
 from infermeter.runner.spec import RunSpec
 from infermeter.telemetry import TelemetrySession
 
@@ -66,10 +67,12 @@ def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -
 
     try:
         use_uvloop()
-        report = run_single(spec, argv=argv, start_gate=gate)
+        report = run_single(resolve(spec), argv=argv, start_gate=gate)
         if report.write_error is not None:  # disk full: the parent cannot merge what is not on disk
             raise report.write_error
         message = ("done", str(report.result_path))
+    except FieldError as exc:  # whole, so the parent's caller words it for its user
+        message = ("error", exc)
     except UserError as exc:
         message = ("error", (type(exc).__name__, exc.problem, exc.fix, exc.exit_code))
     except BaseException as exc:
@@ -81,44 +84,28 @@ def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -
         pass
 
 
-def validate(spec: RunSpec) -> None:
-    if spec.workers < 1:
-        raise UserError(f"--workers {spec.workers} must be at least 1", "pass --workers N with N >= 1")
-    if spec.workers == 1:
-        return
-    if spec.shard:
-        raise UserError("--workers and --shard do not combine",
-                        "shard across hosts with --shard, or across cores of one host with --workers")
-    if spec.uses_embedded_engine():
-        raise UserError("--workers needs a server to point at", "pass --base-url (the embedded engine runs one client)")
-    if spec.workers > spec.num_prompts:
-        raise UserError(f"--workers {spec.workers} exceeds --num-prompts {spec.num_prompts}",
-                        "use fewer workers than requests")
-    if spec.max_concurrency is not None and spec.workers > spec.max_concurrency:
-        raise UserError(f"--workers {spec.workers} exceeds --max-concurrency {spec.max_concurrency}",
-                        "use at most one worker per concurrent request")
-
-
-def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
-    """Run ``spec`` in ``spec.workers`` processes and merge their shards; returns a RunReport."""
-    from infermeter.runner.session import RunReport, _result_stem
+def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
+    """Run ``plan`` in ``workers`` processes and merge their shards; returns a RunReport."""
+    from infermeter.runner.drive import result_stem
+    from infermeter.runner.session import RunReport
     from infermeter.metrics.merge import merge_files
     from infermeter.load.shard import check_start_at
     from infermeter.storage.files import RecordWriter, write_json_atomic
     from infermeter.storage.names import check_result_place, claim, sibling, storage_error
 
-    validate(spec)
-    check_start_at(spec.start_at)
-    n = spec.workers
+    spec = plan.spec
+    t, o = spec.target, spec.output
+    check_start_at(spec.load.start_at)
+    n = spec.load.workers
     cpus = worker_cpus(os.environ.get("INFERMETER_WORKER_CPUS"), n)
-    result_dir = Path(spec.result_dir)
-    check_result_place(result_dir, spec.result_filename, spec.if_exists)
+    result_dir = Path(o.result_dir)
+    check_result_place(result_dir, o.result_filename, o.if_exists)
     # the run's names are claimed now (an empty records file; the merge writes it), so the
     # shards' folder is this run's own
     result_path, claimed = claim(
-        result_dir, spec.result_filename or
-        f"{_result_stem(spec, spec.backend, (spec.served_model_name or spec.model or 'model'))}.json",
-        spec.if_exists if spec.result_filename else "next",
+        result_dir, o.result_filename or
+        f"{result_stem(plan, t.backend, (t.served_model_name or t.model or 'model'))}.json",
+        o.if_exists if o.result_filename else "next",
         lambda path, replace: RecordWriter(path, replace=replace))
     claimed.close()
     shard_dir = sibling(result_path, ".shards")
@@ -129,7 +116,7 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
     for i in range(n):
-        child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
+        child = spec.replace(**{"workers": 1, "shard": f"{i}/{n}", "progress": False,
                                         "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
                                         "if_exists": "overwrite",
                                         "start_at": None, "telemetry": False,  # sampled once, here
@@ -143,12 +130,12 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
         procs.append(proc)
     log(f"{n} worker processes started; waiting for them to prepare")
     # GPU and server telemetry for the whole run, sampled by this (otherwise idle) process
-    telemetry = TelemetrySession.for_run(spec, log=log).start()
+    telemetry = TelemetrySession.for_run(spec.telemetry, log=log).start()
     try:
-        telemetry.attach_server(spec.server_url(), spec.backend)
+        telemetry.attach_server(spec.server_url(), t.backend)
         telemetry.mark_phase("ready")
         _wait_all(conns, procs, "ready", READY_TIMEOUT_S)
-        start_at = spec.start_at if spec.start_at is not None else time.time() + START_MARGIN_S
+        start_at = spec.load.start_at if spec.load.start_at is not None else time.time() + START_MARGIN_S
         for c in conns:
             c.send(("start", start_at))
         log(f"measured window starts at epoch {start_at:.3f}")
@@ -212,6 +199,9 @@ def _wait_all(conns, procs, want: str, timeout: float | None) -> list:
                 procs[i].join(timeout=5)
                 raise UserError(f"worker {i} exited without a result (exit code {procs[i].exitcode})",
                                 "rerun with --workers 1 to see its error") from None
+            if kind == "error" and isinstance(value, FieldError):
+                raise FieldError(value.field, value.value, f"worker {i}: " + value.templates[0],
+                                 value.templates[1], **value.figures)
             if kind == "error":
                 name, problem, fix, code = value
                 err = UserError(f"worker {i}: {problem}", fix)

@@ -22,13 +22,13 @@ import os
 import re
 from pathlib import Path
 
-from infermeter.errors import StorageError, UserError
+from infermeter.errors import FieldError, StorageError, UserError
 
 SLUG_MAX = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 _MAX_TRIES = 10_000
 IF_EXISTS = ("refuse", "overwrite", "next")
-PLAIN_NAME_FIX = "give a plain file name (no folder, no '..'); put the folder in --result-dir"
+PLAIN_NAME_FIX = "give a plain file name (no folder, no '..'); put the folder in {output.result_dir}"
 
 
 def slug(text: str, limit: int = SLUG_MAX, empty: str = "model") -> str:
@@ -41,11 +41,12 @@ def slug(text: str, limit: int = SLUG_MAX, empty: str = "model") -> str:
     return s
 
 
-def check_plain_name(name: str, flag: str = "--result-filename") -> None:
+def check_plain_name(name: str) -> None:
     """A file name inside the result folder: no folder part, no ``..``, not absolute."""
     if (not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name
             or (os.altsep and os.altsep in name) or "\0" in name):
-        raise UserError(f"{flag} {name!r} is not a plain file name inside --result-dir", PLAIN_NAME_FIX)
+        raise FieldError("output.result_filename", name, "{output.result_filename} {value!r} is not a plain file "
+                         "name inside {output.result_dir}", PLAIN_NAME_FIX)
 
 
 def sibling(result_path: Path, suffix: str) -> Path:
