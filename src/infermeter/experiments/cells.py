@@ -151,6 +151,11 @@ def load_points(spec: ExperimentSpec, workload: str) -> list[tuple[str, float, i
         n = grid.rate_prompts(r)
         out.append(("rate", r, n, {"num_prompts": n, "request_rate": r,
                                    "max_concurrency": grid.rate_max_concurrency}))
+    for steps in grid.rate_steps:  # one cell per step list, named by its highest rate
+        n = grid.step_prompts(steps)
+        out.append(("steps", max(steps), n, {"num_prompts": n, "request_rate": math.inf,
+                                             "max_concurrency": grid.rate_max_concurrency,
+                                             "rate_steps": list(steps), "step_hold_s": grid.step_hold_s}))
     return out
 
 
@@ -229,6 +234,8 @@ def nominal_seconds(cell: Cell, spec_estimate: Throughput | None) -> float:
     work = n * in_len / tp.input_tok_s + n * out_len / tp.output_tok_s
     if cell.load_mode == "rate":
         work = max(work, cell.num_prompts / cell.load_value)
+    if cell.load_mode == "steps":
+        work = max(work, len(run.get("rate_steps") or []) * float(run.get("step_hold_s") or 0))
     timeout = cell.settings.get("cell_timeout_s")
     if timeout:
         work = min(work, float(timeout))

@@ -161,6 +161,9 @@ class LoadGrid(_Strict):
     rate_num_prompts: int | None = Field(default=None, ge=1)
     rate_duration_s: float | None = Field(default=None, gt=0, lt=math.inf)
     rate_max_concurrency: int | None = Field(default=None, ge=1)
+    # step loads (docs/workloads.md): each list is one cell whose rate steps through it, step_hold_s each
+    rate_steps: list[list[float]] = Field(default_factory=list)
+    step_hold_s: float | None = Field(default=None, gt=0, lt=math.inf)
     burstiness: float = Field(default=1.0, gt=0)
     arrival: Literal["poisson", "gamma", "constant"] | None = None
 
@@ -184,10 +187,26 @@ class LoadGrid(_Strict):
             raise ValueError(f"{values} repeats a value — list each rate once (use repeats: N to repeat)")
         return values
 
+    @field_validator("rate_steps")
+    @classmethod
+    def _step_rates(cls, values: list[list[float]]) -> list[list[float]]:
+        for steps in values:
+            if not steps or any(not 0 < r < math.inf for r in steps):
+                raise ValueError(f"{steps} is not a list of positive finite rates — give e.g. rate_steps: [[2, 4, 8]]")
+        tops = [max(steps) for steps in values]
+        if len(set(tops)) != len(tops):
+            raise ValueError(f"{values}: two step lists end at the same highest rate, which names the cell — "
+                             "give each list a different highest rate")
+        return values
+
     @model_validator(mode="after")
     def _rules(self) -> "LoadGrid":
-        if not (self.burst or self.concurrency or self.rate):
-            raise ValueError("no load points — give at least one of burst: [..], concurrency: [..], rate: [..]")
+        if not (self.burst or self.concurrency or self.rate or self.rate_steps):
+            raise ValueError("no load points — give at least one of burst: [..], concurrency: [..], rate: [..], "
+                             "rate_steps: [[..]]")
+        if bool(self.rate_steps) != (self.step_hold_s is not None):
+            raise ValueError("rate_steps and step_hold_s go together — e.g. rate_steps: [[2, 4, 8]] with "
+                             "step_hold_s: 10 holds each rate 10 s")
         if self.concurrency_num_prompts is not None and self.concurrency_prompts_per_slot is not None:
             raise ValueError("give concurrency_num_prompts or concurrency_prompts_per_slot, not both"
                              " — a fixed count per cell, or count = concurrency x per_slot")
@@ -200,6 +219,10 @@ class LoadGrid(_Strict):
         if self.concurrency_num_prompts is not None:
             return self.concurrency_num_prompts
         return c * (self.concurrency_prompts_per_slot or DEFAULT_PROMPTS_PER_SLOT)
+
+    def step_prompts(self, steps: list[float]) -> int:
+        """The requests a step cell sends: each rate x step_hold_s (as the load plan counts them)."""
+        return max(1, sum(round(r * float(self.step_hold_s or 0)) for r in steps))
 
     def rate_prompts(self, r: float) -> int:
         if self.rate_num_prompts is not None:

@@ -43,7 +43,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 }
 
 LOAD_LABELS = {"burst": "requests sent at once (burst size)", "concurrency": "requests in flight (concurrency)",
-               "rate": "offered rate (req/s)"}
+               "rate": "offered rate (req/s)", "steps": "stepped rate (highest step, req/s)"}
 
 # two-sided 95 % Student t critical values, df = 1..30 (beyond: the normal 1.96)
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,

@@ -36,7 +36,7 @@ class Focus:
 
 
 def parse_at(text: str) -> tuple[str | None, str, float]:
-    m = re.fullmatch(r"\s*(?:([^:=]+):)?\s*(burst|concurrency|rate)\s*=\s*([0-9.]+)\s*", text)
+    m = re.fullmatch(r"\s*(?:([^:=]+):)?\s*(burst|concurrency|rate|steps)\s*=\s*([0-9.]+)\s*", text)
     try:
         value = float(m.group(3)) if m else None
     except ValueError:

@@ -193,3 +193,20 @@ def test_recipe_yaml_is_a_copyable_spec(tmp_path, capsys):
     assert main(["sweep", str(path), "--dry-run"]) == 0
     assert "2 cells" in capsys.readouterr().out
     assert recipe_data("seed-rps")["load"]["rate_duration_s"] == 120
+
+
+def test_a_step_load_is_one_cell_per_step_list():
+    from infermeter.experiments.cells import build_plan
+    from infermeter.experiments.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({
+        "name": "s", "targets": {"t": {"url": "http://127.0.0.1:1", "model": "m", "tokenizer": "x"}},
+        "workloads": {"rnd": {"dataset": "random", "random_input_len": 16, "random_output_len": 4}},
+        "load": {"rate_steps": [[2, 4, 8], [1, 3]], "step_hold_s": 10}})
+    cells = build_plan(spec)
+    assert [c.cell_id for c in cells] == ["t.rnd.steps-8.r0", "t.rnd.steps-3.r0"]
+    assert [c.num_prompts for c in cells] == [140, 40]  # sum of rate x hold
+    assert cells[0].settings["run"]["rate_steps"] == [2, 4, 8] and cells[0].settings["run"]["step_hold_s"] == 10
+    with pytest.raises(ValueError, match="go together"):
+        ExperimentSpec.model_validate({**spec.model_dump(mode="json", exclude_none=True),
+                                       "load": {"rate_steps": [[2, 4]]}})

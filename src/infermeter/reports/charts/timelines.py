@@ -65,6 +65,26 @@ def _server(samples: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def offered_and_achieved(records: list[RequestRecord], width: float = 1.0
+                         ) -> tuple[list[float], list[float], list[float], list[float], list[float]] | None:
+    """For a load whose offered rate changes (steps, ramp-up): the offered rate at each send (time, rate) and
+    the achieved send and completion rates per ``width`` seconds (bin starts, sends/s, completions/s);
+    None when every request was offered the same rate."""
+    offered = sorted((r.sent, float(r.offered_rate)) for r in records
+                     if r.sent is not None and isinstance(r.offered_rate, (int, float)))
+    if len({rate for _, rate in offered}) < 2:
+        return None
+    sends = [t for t, _ in offered]
+    ends = [r.end for r in records if r.ok and r.end is not None]
+    hi = max(sends + ends)
+    edges = np.arange(0.0, hi + width, width)
+    if len(edges) < 2:
+        return None
+    sent_rate = (np.histogram(sends, bins=edges)[0] / width).tolist()
+    done_rate = (np.histogram(ends, bins=edges)[0] / width).tolist()
+    return sends, [rate for _, rate in offered], edges[:-1].tolist(), sent_rate, done_rate
+
+
 GAP_INTERVALS = 2.5  # a pause longer than this many sampling intervals (and GAP_MIN_S) is a gap, as for energy
 GAP_MIN_S = 1.0
 
@@ -135,6 +155,18 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
                      for x, y in _thin(list(zip(bx[:-1], by)))))))
     else:
         absent.append("tokens per second (no streamed events)")
+    rates = offered_and_achieved(records)
+    if rates is not None:
+        ox, oy, rx_, sy, dy = rates
+
+        def draw_rates(ax: Any, h: Hover) -> None:
+            ax.step(ox, oy, where="post", color="#555555", linewidth=1.2, label="offered (schedule)")
+            ax.step(rx_, sy, where="post", color=color, linewidth=1.4, label="sent per second")
+            ax.step(rx_, dy, where="post", color=color, linewidth=1.4, linestyle="--", label="completed per second")
+            ax.legend(fontsize=7, frameon=False)
+            h.extend((ax, x, y, f"{x:.0f}–{x + 1:.0f} s: {y:g} sent, {d:g} completed")
+                     for x, y, d in _thin(list(zip(rx_, sy, dy))))
+        panels.append(("offered and achieved rate", "requests/s", draw_rates))
     ttft = [(r.sent, r.ttft * 1000, r.index) for r in records if r.ok and r.sent is not None and r.ttft is not None]
     failed = [r.sent for r in records if not r.ok and r.sent is not None]
     if ttft:
