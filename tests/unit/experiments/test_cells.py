@@ -153,6 +153,9 @@ def test_recipes_are_valid_specs_shipped_as_package_data(capsys):
     assert rps.load.rate and all(c.load_mode == "rate" for c in build_plan(rps))
     quick = load_recipe("quick")
     assert quick.targets["embedded"].kind == "embedded"
+    shapes = build_plan(load_recipe("prod-shapes"))  # the workloads of docs/workloads.md in a recipe
+    assert [(c.dataset, c.load_mode) for c in shapes] == [("shared-prefix", "concurrency"), ("trace", "burst"),
+                                                          ("random", "steps")]
     for name in recipe_names():
         assert load_recipe(name).options.ignore_eos is True
     # pip install . ships them: pyproject's package-data must name the folder (checked when it does)
