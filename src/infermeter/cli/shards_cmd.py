@@ -29,3 +29,42 @@ def shards(
 
     print(render_load_task(list(ctx.args), nodes, start_at=start_at, start_in_s=start_in, name=name,
                            image=image, install=install, cpu=cpu, env_names=env), end="")
+
+
+EXIT_INCOMPLETE = 5  # a node's share is missing from the merged result (as a sweep's missing cells)
+
+
+@app.command("node", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "allow_interspersed_args": False},
+             help="One node of a multi-node dstack task (rendered by 'infermeter shards'): 'infermeter run' "
+                  "arguments; rank 0 gathers and merges every node's result.")
+def node(ctx: typer.Context) -> None:
+    """Reads DSTACK_MASTER_NODE_IP, DSTACK_NODE_RANK, DSTACK_NODES_NUM (and INFERMETER_BARRIER_PORT)."""
+    import sys
+
+    from rich.console import Console
+
+    from infermeter.cli.options import parse_run_args
+    from infermeter.cli.run_cmd import exit_code_for
+    from infermeter.cli.summary import print_summary
+    from infermeter.errors import safe_text
+    from infermeter.load.eventloop import use_uvloop
+    from infermeter.runner.nodes import print_result_block, run_cluster
+    from infermeter.runner.spec import runspec_from_flags
+
+    fields, _settings = parse_run_args(list(ctx.args))
+    spec = runspec_from_flags(fields)
+    use_uvloop()
+    merged = run_cluster(spec, argv=["infermeter", *sys.argv[1:]],
+                         log=lambda m: print(f"infermeter: {safe_text(m)}", file=sys.stderr, flush=True))
+    if merged is None:  # not the master: its files are with the master now
+        return
+    result, path, records_path = merged
+    print_summary(Console(highlight=False, width=120), result, str(path), str(records_path))
+    print_result_block(result)
+    if result["infermeter"].get("incomplete"):
+        raise typer.Exit(EXIT_INCOMPLETE)
+    code = exit_code_for(result)
+    if code:
+        raise typer.Exit(code)
