@@ -11,10 +11,10 @@ late) is named in a ``node-missing`` warning, and the merge marks its share
 of the schedule missing (``merge-incomplete``): the result says it covers
 only part of the planned load.
 
-Size: a record is one JSON line per request, about 0.4 kB plus 10 bytes per
-streamed token's timestamp (``itl``) and the generated text when it is kept
-(``--save-generated-text``); 100 000 requests of 256 output tokens are about
-300 MB over the cluster network.
+Size: a record is one JSON line per request, about 0.5 kB plus about 20
+bytes per streamed token's timestamp (``token_times``), plus the generated
+text when it is kept (``--save-generated-text``): 100 000 requests of 256
+output tokens are about 550 MB over the cluster network (docs/scale-out.md).
 """
 
 from __future__ import annotations
