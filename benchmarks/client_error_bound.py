@@ -74,11 +74,11 @@ def point(srv, tokenizer_dir: str, label: str, burn: str | None, hog: bool, itl:
     if hogger:
         hogger.start()
     try:
-        report = execute_run(RunSpec(
+        report = execute_run(RunSpec.from_flat(dict(
             backend="vllm", base_url=srv.base_url, model="test-model", tokenizer=tokenizer_dir,
             dataset_name="random", random_input_len=16, random_output_len=32, ignore_eos=True,
             num_prompts=requests, max_concurrency=conc, result_dir=str(out_dir),
-            result_filename=f"{label.replace(' ', '_').replace(':', '-')}-itl{itl:g}.json", progress=False))
+            result_filename=f"{label.replace(' ', '_').replace(':', '-')}-itl{itl:g}.json", progress=False)))
     finally:
         os.environ.pop("INFERMETER_TEST_BURN", None)
         if hogger:

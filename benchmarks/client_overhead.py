@@ -146,7 +146,7 @@ def summarize(sent, token_epochs, server, ttft_ms, itl_ms, cpu_s, wall_s) -> dic
 def run_infermeter(srv, c, n, out_len, cpu, tok_dir, tmp: Path, transport: str, src: Path | None = None) -> dict:
     from infermeter.storage.files import read_records
 
-    name = f"im-{transport}-c{c}" + ("-before" if src else "")
+    name = f"im-{transport}-c{c}-itl{srv.config.itl_ms:g}" + ("-before" if src else "")
     env = dict(os.environ, INFERMETER_TRANSPORT=transport, PYTHONPATH=str(src or ROOT / "src"))
     cmd = [sys.executable, "-c", "import sys; from infermeter.cli.main import main; sys.exit(main())",
            "run", "--backend", "vllm", "--base-url", srv.base_url, "--model", "test-model", "--tokenizer",

@@ -67,10 +67,11 @@ def collect(out: Path, pairs: int, detect: int, sizes2: dict[int, int]) -> None:
             name = f"r{i:03d}.json"
             if (folder / name).is_file():
                 continue
-            spec = RunSpec(backend="vllm", base_url=servers[cfg].base_url, model="test-model", tokenizer=str(tok),
-                           dataset_name="random", random_input_len=16, random_output_len=1, ignore_eos=True,
-                           num_prompts=n, max_concurrency=CONCURRENCY, result_dir=str(folder), result_filename=name,
-                           progress=False, seed=i)
+            spec = RunSpec.from_flat(dict(
+                backend="vllm", base_url=servers[cfg].base_url, model="test-model", tokenizer=str(tok),
+                dataset_name="random", random_input_len=16, random_output_len=1, ignore_eos=True,
+                num_prompts=n, max_concurrency=CONCURRENCY, result_dir=str(folder), result_filename=name,
+                progress=False, seed=i))
             r = execute_run(spec).result
             print(f"[{time.time() - started:6.0f}s] {done + 1}/{len(plan)} {cfg} n={n} #{i}: mean TTFT "
                   f"{r['mean_ttft_ms']:.1f} ms, {r['infermeter']['validity']['label']}", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class UserError(Exception):
     """A problem with the user's input or environment.
@@ -16,6 +18,57 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{problem} — {fix}" if fix else problem)
+
+
+class FieldError(UserError):
+    """A bad value of one setting, named by its field path (``load.num_prompts``), not by how a
+    user spelt it.  ``problem`` and ``fix`` are templates: ``{load.num_prompts}`` stands for a
+    setting's name, ``{value}`` (and any ``figures``) for values.  ``str(err)`` names the field
+    paths; ``worded(name)`` names them as a user wrote them (the CLI: flags; a spec file: keys)."""
+
+    def __init__(self, field: str, value: object, problem: str, fix: str | None = None,
+                 **figures: object) -> None:
+        self.field, self.value, self.figures = field, value, figures
+        self.templates = (problem, fix)
+        super().__init__(*self._word(lambda path: path))
+
+    def _word(self, name: Callable[[str], str]) -> tuple[str, str | None]:
+        names = _Names(name, {"value": self.value, **self.figures})
+        problem, fix = self.templates
+        return problem.format_map(names), (fix.format_map(names) if fix is not None else None)
+
+    def worded(self, name: Callable[[str], str], fix: str | None = None) -> UserError:
+        """The same error, each field path replaced by ``name(path)`` (``fix`` where it has none)."""
+        problem, own_fix = self._word(name)
+        err = UserError(problem, own_fix if own_fix is not None else fix)
+        err.exit_code = self.exit_code
+        return err
+
+    def __reduce__(self):  # crosses process boundaries (worker processes) whole
+        return (_field_error, (self.field, self.value, *self.templates, self.figures))
+
+
+def _field_error(field, value, problem, fix, figures) -> FieldError:
+    return FieldError(field, value, problem, fix, **figures)
+
+
+class _Names(dict):
+    """``format_map`` mapping: ``{section.field}`` -> a setting's name, other keys -> values."""
+
+    def __init__(self, name: Callable[[str], str], values: dict[str, object]) -> None:
+        super().__init__(values)
+        self.name = name
+
+    def __missing__(self, section: str) -> "_Section":
+        return _Section(section, self.name)
+
+
+class _Section:
+    def __init__(self, section: str, name: Callable[[str], str]) -> None:
+        self.section, self.name = section, name
+
+    def __getattr__(self, attr: str) -> str:
+        return self.name(f"{self.section}.{attr}")
 
 
 class TargetError(UserError):
@@ -39,20 +92,15 @@ def safe_text(text: object, limit: int | None = None) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in s)
 
 
-# RunSpec fields whose command-line flag is not simply --field-name.
-_FLAG_NAMES = {"headers": "--header", "save_generated_text": "--save-detailed", "stream": "--no-stream-response",
-               "progress": "--disable-tqdm"}
-
-
 def user_error_from_validation(exc: Exception, fix: str = "see 'infermeter run --help'") -> UserError:
-    """One ``UserError`` for a pydantic ``ValidationError`` (first problem, named by its flag)."""
+    """One ``UserError`` for a pydantic ``ValidationError`` (first problem, named ``--field-name``)."""
     errors = exc.errors() if hasattr(exc, "errors") else []
     if not errors:
         return UserError(f"invalid settings: {exc}", fix)
     err = errors[0]
     loc = [str(p) for p in err.get("loc", ())]
     field = loc[0] if loc else ""
-    name = _FLAG_NAMES.get(field, "--" + field.replace("_", "-")) if field else "settings"
+    name = "--" + field.replace("_", "-") if field else "settings"
     if len(loc) > 1:
         name += "." + ".".join(loc[1:])
     if err.get("type") == "extra_forbidden":

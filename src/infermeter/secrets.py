@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 
 SENSITIVE_HEADERS = {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 # Any header whose name says it carries a credential is redacted too (X-Auth-Token, X-Secret, ...).
@@ -48,11 +48,11 @@ def check_headers(headers: dict[str, str]) -> None:
     """Header names must be tokens and values one printable line (no CR/LF injection)."""
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
-            raise UserError(f"--header name {name!r} is not a valid HTTP header name",
-                            "use letters, digits and '-', e.g. --header 'X-Team: infra'")
+            raise FieldError("target.headers", name, "{target.headers} name {value!r} is not a valid HTTP "
+                             "header name", "use letters, digits and '-', e.g. {target.headers} 'X-Team: infra'")
         if any(not ch.isprintable() and ch != "\t" for ch in value):
-            raise UserError(f"--header {name!r} has a value with control characters (CR/LF?)",
-                            "give the value on one line")
+            raise FieldError("target.headers", name, "{target.headers} {value!r} has a value with control "
+                             "characters (CR/LF?)", "give the value on one line")
 
 
 def parse_headers(items: list[str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ import pkgutil
 
 from infermeter.backends.base import BackendSpec, protocol_for
 from infermeter.backends.profile import Profile
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 
 __all__ = ["BackendSpec", "Profile", "all_backends", "get_backend", "get_profile", "profiles", "protocol_for",
            "reload"]
@@ -95,7 +95,8 @@ def get_backend(name: str) -> BackendSpec:
     """The backend named ``name`` (or an alias); a one-line ``UserError`` when unknown."""
     spec = find_backend(name)
     if spec is None:
-        raise UserError(f"--backend {name!r} is not known", f"use one of: {', '.join(all_backends())}")
+        raise FieldError("target.backend", name, "{target.backend} {value!r} is not known", "use one of: {known}",
+                         known=", ".join(all_backends()))
     return spec
 
 

@@ -56,7 +56,7 @@ def capacity(
 ) -> None:
     """Find the largest request rate (or concurrency) meeting every SLO, by bisection over runs."""
     slos = parse_slos(slo)
-    spec = RunSpec(
+    spec = RunSpec.from_flat(dict(
         backend=backend, base_url=base_url, endpoint=endpoint, model=model, tokenizer=tokenizer,
         headers=parse_headers(header), dataset_name=dataset_name, dataset_path=dataset_path,
         random_input_len=random_input_len, random_output_len=random_output_len,
@@ -64,17 +64,19 @@ def capacity(
         num_prompts=num_prompts, request_rate=math.inf if vary == "concurrency" else max(low, 1e-9),
         arrival=arrival, burstiness=burstiness, max_concurrency=max_concurrency if vary == "rate" else None,
         warmup_requests=warmup_requests, seed=seed, result_dir=result_dir, progress=False,
-    )
+    ))
     err = Console(stderr=True, highlight=False)
     out = search_capacity(spec, slos, vary=vary, low=low, high=high, confidence=confidence, max_runs=max_runs,
                           rel_tol=tolerance, validity=ValidityOptions(max_error_rate=max_error_rate),
                           log=lambda m: err.print(f"[dim]{escape(safe_text(m))}[/dim]"))
-    Path(result_dir).mkdir(parents=True, exist_ok=True)
-    (Path(result_dir) / "capacity.json").write_text(json.dumps(out, indent=2))
+    from infermeter.storage.names import write_new
+
+    written = write_new(Path(result_dir), "capacity.json", json.dumps(out, indent=2).encode())  # never replaces
     if json_out:
         print(json.dumps(out, indent=2))
         return
     print_capacity(Console(highlight=False), out)
+    err.print(f"written: {escape(str(written))}")
 
 
 def print_capacity(console: Console, out: dict) -> None:

@@ -32,7 +32,7 @@ from infermeter.cli import (  # noqa: F401  # noqa: F401  (client fidelity: shar
     telemetry_cmd,  # noqa: F401  (GPU and server telemetry)
 )
 from infermeter.cli.app import app
-from infermeter.errors import UserError, safe_text, user_error_from_validation
+from infermeter.errors import FieldError, UserError, safe_text, user_error_from_validation
 
 EXIT_USAGE = 2
 
@@ -66,10 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.format_message().replace("\n", " ")
         print(f"infermeter: error: {safe_text(message)} — {hint}", file=sys.stderr)
         return EXIT_USAGE
+    except FieldError as exc:  # a setting named by its field path: named here by its flag
+        from infermeter.cli.options import worded_for_cli
+
+        err = worded_for_cli(exc)
+        print(f"infermeter: error: {safe_text(err)}", file=sys.stderr)
+        return err.exit_code
     except UserError as exc:  # messages may quote a server: safe_text keeps them one inert line
         print(f"infermeter: error: {safe_text(exc)}", file=sys.stderr)
         return exc.exit_code
-    except ValidationError as exc:  # a RunSpec (or other settings model) refused a value
+    except ValidationError as exc:  # another settings model refused a value (a RunSpec raises FieldErrors)
         err = user_error_from_validation(exc)
         print(f"infermeter: error: {safe_text(err)}", file=sys.stderr)
         return err.exit_code

@@ -16,6 +16,7 @@ def merge(
     inputs: Annotated[list[str], typer.Argument(help="Result JSON files of the shards, or folders holding them")],
     output: Annotated[str, typer.Option("-o", "--output", help="The merged result JSON to write")],
     json_summary: Annotated[bool, typer.Option("--json", help="Print the merged metrics as JSON instead of a table")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output and its records")] = False,
 ) -> None:
     """Merge shard results (their per-request records) into one result of the same form.
 
@@ -26,6 +27,15 @@ def merge(
     from infermeter.cli.summary import print_summary
     from infermeter.metrics.merge import merge_files
 
+    from pathlib import Path
+
+    from infermeter.errors import UserError
+    from infermeter.storage.names import sibling
+
+    out = Path(output)
+    taken = [p for p in (out, sibling(out, ".records.jsonl")) if p.exists()]
+    if taken and not overwrite:
+        raise UserError(f"{taken[0]} is already there", "choose another --output, or pass --overwrite to replace it")
     result, records_path = merge_files(inputs, output)
     if json_summary:
         skip = ("input_lens", "output_lens", "ttfts", "itls", "errors", "infermeter")

@@ -26,7 +26,7 @@ from infermeter.cli.vllm_table import (
     VLLM_ONLY_BACKENDS,
     VLLM_OPTIONS,
 )
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 
 HELP_HINT = "see 'infermeter run --help'"
 
@@ -48,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message.replace("\n", " "), HELP_HINT)
 
 
-# infermeter's own options: (flags, argparse kwargs, RunSpec field).
+# infermeter's own options: (flags, argparse kwargs); the field each sets is its dest (OWN_FIELDS: else).
 OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--arrival",), dict(choices=["poisson", "gamma", "constant"], default=None,
                           help="poisson, gamma or constant arrivals (default from --burstiness)")),
@@ -122,7 +122,41 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
                                  help="seconds requests in flight at --duration get before they are cut off")),
 )
 
+# infermeter's own options whose destination is not the RunSpec field they set.
+OWN_FIELDS = {"--no-telemetry": "telemetry", "--no-stream-response": "stream", "--overwrite": "if_exists"}
+
 WORKLOAD_DATASETS = ("shared-prefix", "multi-turn", "trace")  # infermeter's own, beside jsonl
+
+
+def _flags_by_field() -> dict[str, str]:
+    """RunSpec field (flat name) -> the flag that sets it, from the option definitions above;
+    where several do, the one spelt like the field (``--warmup-requests``, not ``--num-warmups``)."""
+    from infermeter.runner.spec import FIELD_SECTION
+
+    setters: dict[str, list[str]] = {}
+    for o in VLLM_OPTIONS:
+        for name in o.fields:
+            setters.setdefault(name, []).append(o.flag)
+    for flags, kw in OWN_OPTIONS:
+        name = OWN_FIELDS.get(flags[0]) or kw.get("dest") or flags[0][2:].replace("-", "_")
+        if name in FIELD_SECTION:
+            setters.setdefault(name, []).append(flags[0])
+    own = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    return {name: own(name) if own(name) in flags else flags[0] for name, flags in setters.items()}
+
+
+FLAG_OF_FIELD = _flags_by_field()
+
+
+def flag_name(path: str) -> str:
+    """A field path (``load.num_prompts``) as ``infermeter run`` spells it (``--num-prompts``);
+    a field no flag sets keeps its path."""
+    return FLAG_OF_FIELD.get(path.rpartition(".")[2], path)
+
+
+def worded_for_cli(err: FieldError) -> UserError:
+    """A FieldError raised below the CLI, in the CLI's words."""
+    return err.worded(flag_name, HELP_HINT)
 
 
 def _rate_steps(text: str | None) -> list[float] | None:

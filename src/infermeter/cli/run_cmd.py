@@ -64,7 +64,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
     try:
         report = execute_run(
             spec, argv=["infermeter", *sys.argv[1:]],
-            progress=live_progress(err) if spec.progress else None,
+            progress=live_progress(err) if spec.output.progress else None,
             engine_progress=engine_progress, log=log,
         )
     except KeyboardInterrupt:  # outside the load (typer would turn it into a silent exit 130)
@@ -83,7 +83,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
         console.print(f"Server log: {report.server_log}")
     write_error = report.write_error
     if settings is not None:
-        name = spec.result_filename or report.result_path.name  # the asked-for name, as vLLM writes it
+        name = spec.output.result_filename or report.result_path.name  # the asked-for name, as vLLM writes it
         try:
             _vllm_result_file(report, name, settings, console)
         except OSError as exc:  # disk full, read-only: said below, after what was measured

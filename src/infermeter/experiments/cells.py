@@ -214,7 +214,7 @@ def runspec_from_settings(settings: dict[str, Any], *, base_url: str, tokenizer:
     run.setdefault("request_rate", math.inf)
     fields.update(run)
     fields.update(result_dir=result_dir, result_filename=result_filename, progress=progress)
-    return RunSpec(**fields)
+    return RunSpec.from_flat(fields)
 
 
 # ----------------------------------------------------------------------------- estimates

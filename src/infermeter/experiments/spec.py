@@ -255,9 +255,9 @@ class WorkloadSpec(_Strict):
 
     def lengths(self) -> tuple[int | None, int | None]:
         """Nominal (input, output) tokens per request; None where the dataset decides."""
-        from infermeter.runner.spec import RunSpec
+        from infermeter.runner.sections import WorkloadSection
 
-        defaults = RunSpec.model_fields
+        defaults = WorkloadSection.model_fields
         get = lambda k: getattr(self, k) if getattr(self, k) is not None else defaults[k].default  # noqa: E731
         if self.dataset == "sonnet":
             return get("sonnet_input_len"), get("sonnet_output_len")

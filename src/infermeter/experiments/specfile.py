@@ -6,14 +6,13 @@ before anything runs.  The models themselves are in ``experiments/spec.py``.
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.experiments.cells import build_plan, runspec_from_settings
 from infermeter.experiments.spec import (
     SPEC_DOC,
@@ -185,7 +184,7 @@ def user_error_from_spec_validation(exc: ValidationError, source: str, text: str
     return UserError(f"{where}: {path}: {problem}{tail}", fix if sep else SPEC_DOC)
 
 
-# RunSpec fields -> where an experiment spec sets them (for errors raised by RunSpec.check()).
+# RunSpec fields -> where an experiment spec sets them (for the FieldErrors of runner.plan.resolve).
 def _field_path(field: str, target: str, workload: str) -> str:
     if field in WorkloadSpec.model_fields:
         return f"workloads.{workload}.{field}"
@@ -202,24 +201,16 @@ def _field_path(field: str, target: str, workload: str) -> str:
     return field
 
 
-def rename_flags(message: str, target: str, workload: str) -> str:
-    """``--sonnet-prefix-len`` in a RunSpec message -> ``workloads.W.sonnet_prefix_len``."""
-    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: _field_path(m.group(1).replace("-", "_"), target, workload),
-                  message)
-
-
 def check_run_specs(spec: ExperimentSpec, source: str) -> None:
-    """Build every cell's RunSpec, so RunSpec's own checks run before anything starts."""
+    """Resolve every cell's RunSpec, so the run's own checks pass before anything starts;
+    a bad value is named by the spec's key for it."""
+    from infermeter.runner.plan import resolve
+
     for cell in build_plan(spec):
         t, w = cell.target, cell.workload
         try:
             url = cell.settings["target"].get("url") or "http://127.0.0.1:1"
-            runspec_from_settings(cell.settings, base_url=url, tokenizer=None, result_dir=".")
-        except UserError as exc:
-            raise UserError(f"{source}: cell {cell.cell_id}: {rename_flags(exc.problem, t, w)}",
-                            rename_flags(exc.fix or SPEC_DOC, t, w)) from None
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e.get("loc", ()))
-            raise UserError(f"{source}: cell {cell.cell_id}: {_field_path(field, t, w)}: "
-                            f"{e.get('msg', 'invalid')}", SPEC_DOC) from None
+            resolve(runspec_from_settings(cell.settings, base_url=url, tokenizer=None, result_dir="."))
+        except FieldError as exc:
+            err = exc.worded(lambda path: _field_path(path.rpartition(".")[2], t, w), SPEC_DOC)
+            raise UserError(f"{source}: cell {cell.cell_id}: {err.problem}", err.fix) from None

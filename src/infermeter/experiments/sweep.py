@@ -337,10 +337,10 @@ def _run_cell(store: Store, cell: Cell, rt: _Runtime, estimator: Estimator, ev: 
         spec = runspec_from_settings(cell.settings, base_url=rt.base_url, tokenizer=rt.tokenizer,
                                      result_dir=str(cdir), result_filename=RESULT_FILENAME,
                                      progress=progress is not None, model=rt.model)
-        spec = spec.model_copy(update={"target_name": cell.target, "cell_id": cid})
-        if cell.workload in rt.warmed and spec.warmup_requests:  # warmed up once per server and workload
-            spec = spec.model_copy(update={"warmup_requests": 0})
-        record["warmup_requests"] = spec.warmup_requests
+        spec = spec.replace(target_name=cell.target, cell_id=cid)
+        if cell.workload in rt.warmed and spec.load.warmup_requests:  # warmed up once per server and workload
+            spec = spec.replace(warmup_requests=0)
+        record["warmup_requests"] = spec.load.warmup_requests
         report = execute_run(spec, argv=argv, progress=factory, engine_progress=engine_progress, log=ev.log)
         if report.write_error is not None:  # disk full: this cell's files are incomplete
             raise report.write_error

@@ -52,7 +52,7 @@ from enum import Enum
 
 import numpy as np
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 
 
 class LoadMode(str, Enum):
@@ -163,22 +163,26 @@ def make_plan(
     is ``(strategy, start_rps, end_rps)`` with ``request_rate`` left at inf,
     checked as ``vllm bench serve`` checks it."""
     if num_requests < 1:
-        raise UserError(f"--num-prompts {num_requests} must be at least 1", "pass --num-prompts N with N >= 1")
+        raise FieldError("load.num_prompts", num_requests, "{load.num_prompts} {value} must be at least 1",
+                         "pass {load.num_prompts} N with N >= 1")
     if math.isnan(request_rate) or request_rate <= 0:
-        raise UserError(f"--request-rate {request_rate:g} must be positive",
-                        "pass a rate in requests/s, or inf to send without pacing")
+        raise FieldError("load.request_rate", request_rate, "{load.request_rate} {value:g} must be positive",
+                         "pass a rate in requests/s, or inf to send without pacing")
     if max_concurrency is not None and max_concurrency < 1:
-        raise UserError(f"--max-concurrency {max_concurrency} must be at least 1",
-                        "pass --max-concurrency C with C >= 1, or leave it out")
+        raise FieldError("load.max_concurrency", max_concurrency, "{load.max_concurrency} {value} must be at least 1",
+                         "pass {load.max_concurrency} C with C >= 1, or leave it out")
     if not (burstiness > 0):
-        raise UserError(f"--burstiness {burstiness:g} must be positive",
+        raise FieldError("load.burstiness", burstiness, "{load.burstiness} {value:g} must be positive",
                         "use 1 for Poisson arrivals, <1 for burstier, >1 for more even, inf for constant")
     if schedule not in SCHEDULES:
-        raise UserError(f"--rate-schedule {schedule!r} is not known", f"use one of {', '.join(SCHEDULES)}")
+        raise FieldError("load.rate_schedule", schedule, "{load.rate_schedule} {value!r} is not known",
+                         "use one of {known}", known=", ".join(SCHEDULES))
     if warmup_requests < 0:
-        raise UserError(f"--warmup-requests {warmup_requests} is negative", "pass 0 or more")
+        raise FieldError("load.warmup_requests", warmup_requests, "{load.warmup_requests} {value} is negative",
+                         "pass 0 or more")
     if arrival is not None and arrival not in ARRIVALS:
-        raise UserError(f"--arrival {arrival!r} is not known", f"use one of {', '.join(ARRIVALS)}")
+        raise FieldError("load.arrival", arrival, "{load.arrival} {value!r} is not known", "use one of {known}",
+                         known=", ".join(ARRIVALS))
     if steps is not None or step_hold_s is not None or duration is not None:
         return _timed_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests,
                            schedule, ramp_up, steps, step_hold_s, duration, duration_grace, seed)
@@ -186,12 +190,12 @@ def make_plan(
         return _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival, warmup_requests,
                           schedule, ramp_up)
     if ramp_up is not None and (ramp_up[1] is not None or ramp_up[2] is not None):
-        raise UserError("--ramp-up-start-rps/--ramp-up-end-rps need --ramp-up-strategy",
-                        "add --ramp-up-strategy linear or exponential")
+        raise FieldError("load.ramp_up_strategy", None, "{load.ramp_up_start_rps}/{load.ramp_up_end_rps} need "
+                         "{load.ramp_up_strategy}", "add {load.ramp_up_strategy} linear or exponential")
     if math.isinf(request_rate):
         if arrival not in (None, "poisson"):
-            raise UserError(f"--arrival {arrival} needs a finite --request-rate",
-                            "pass --request-rate R (requests/s)")
+            raise FieldError("load.arrival", arrival, "{load.arrival} {value} needs a finite {load.request_rate}",
+                             "pass {load.request_rate} R (requests/s)")
         mode = LoadMode.CONCURRENCY if max_concurrency else LoadMode.BURST
         return LoadPlan(mode, num_requests, math.inf, max_concurrency, burstiness, "none", warmup_requests)
     arrival = _arrival(arrival, burstiness)
@@ -202,8 +206,8 @@ def make_plan(
 def _arrival(arrival: str | None, burstiness: float) -> str:
     if math.isinf(burstiness):
         if arrival not in (None, "constant"):
-            raise UserError(f"--arrival {arrival} contradicts --burstiness inf (constant intervals)",
-                            "drop one of them")
+            raise FieldError("load.arrival", arrival, "{load.arrival} {value} contradicts {load.burstiness} inf "
+                             "(constant intervals)", "drop one of them")
         return "constant"
     if arrival is None:
         return "poisson" if burstiness == 1.0 else "gamma"
@@ -217,22 +221,25 @@ def _ramp_plan(num_requests, request_rate, max_concurrency, burstiness, arrival,
     """A ramp-up plan, with vLLM's checks (vllm/benchmarks/serve.py)."""
     strategy, start, end = ramp_up
     if strategy not in RAMP_STRATEGIES:
-        raise UserError(f"--ramp-up-strategy {strategy!r} is not known", "use linear or exponential")
+        raise FieldError("load.ramp_up_strategy", strategy, "{load.ramp_up_strategy} {value!r} is not known",
+                         "use linear or exponential")
     if not math.isinf(request_rate):
-        raise UserError("--ramp-up-strategy sets the rate itself, so --request-rate cannot be given with it",
-                        "drop --request-rate")
+        raise FieldError("load.request_rate", request_rate, "{load.ramp_up_strategy} sets the rate itself, so "
+                         "{load.request_rate} cannot be given with it", "drop {load.request_rate}")
     if start is None or end is None:
-        raise UserError("--ramp-up-strategy needs both --ramp-up-start-rps and --ramp-up-end-rps",
-                        "add e.g. --ramp-up-start-rps 1 --ramp-up-end-rps 20")
+        raise FieldError("load.ramp_up_strategy", strategy, "{load.ramp_up_strategy} needs both "
+                         "{load.ramp_up_start_rps} and {load.ramp_up_end_rps}",
+                         "add e.g. {load.ramp_up_start_rps} 1 {load.ramp_up_end_rps} 20")
     if start < 0 or end < 0:
-        raise UserError("--ramp-up-start-rps and --ramp-up-end-rps must not be negative", "give rates >= 0")
+        raise FieldError("load.ramp_up_start_rps", start, "{load.ramp_up_start_rps} and {load.ramp_up_end_rps} "
+                         "must not be negative", "give rates >= 0")
     if start > end:
-        raise UserError(f"--ramp-up-start-rps {start:g} is above --ramp-up-end-rps {end:g}",
-                        "give a start rate below the end rate")
+        raise FieldError("load.ramp_up_start_rps", start, "{load.ramp_up_start_rps} {value:g} is above "
+                         "{load.ramp_up_end_rps} {end:g}", "give a start rate below the end rate", end=end)
     if start == 0:
         # vLLM refuses 0 for exponential; for linear its first interval would be 1/0 (it fails an assertion)
-        raise UserError("--ramp-up-start-rps 0: the first request's rate would be 0",
-                        "start the ramp at 1 req/s or more")
+        raise FieldError("load.ramp_up_start_rps", start, "{load.ramp_up_start_rps} 0: the first request's rate "
+                         "would be 0", "start the ramp at 1 req/s or more")
     return LoadPlan(LoadMode.RATE, num_requests, math.inf, max_concurrency, burstiness,
                     _arrival(arrival, burstiness), warmup_requests, schedule, (strategy, float(start), float(end)))
 
@@ -241,36 +248,46 @@ def _timed_plan(num_requests, request_rate, max_concurrency, burstiness, arrival
                 ramp_up, steps, step_hold_s, duration, duration_grace, seed) -> LoadPlan:
     """A step load (``steps`` held ``step_hold_s`` each) or a time-bounded run (``duration``)."""
     if ramp_up is not None and any(v is not None for v in ramp_up):
-        raise UserError("--ramp-up-strategy cannot be combined with --rate-steps or --duration",
-                        "use a ramp (a request count) or steps/--duration (a length in time), not both")
+        raise FieldError("load.ramp_up_strategy", ramp_up[0], "{load.ramp_up_strategy} cannot be combined with "
+                         "{load.rate_steps} or {load.duration}",
+                         "use a ramp (a request count) or steps/{load.duration} (a length in time), not both")
     if duration_grace is None or not 0 <= duration_grace < math.inf:
-        raise UserError(f"--duration-grace {duration_grace} must be 0 or more seconds", "pass e.g. --duration-grace 30")
+        raise FieldError("load.duration_grace", duration_grace, "{load.duration_grace} {value} must be 0 or more "
+                         "seconds", "pass e.g. {load.duration_grace} 30")
     if steps is not None or step_hold_s is not None:
         if not steps or step_hold_s is None:
-            raise UserError("--rate-steps and --step-hold-s go together", "pass e.g. --rate-steps 2,4,8 --step-hold-s 10")
+            raise FieldError("load.rate_steps", steps, "{load.rate_steps} and {load.step_hold_s} go together",
+                             "pass e.g. {load.rate_steps} 2,4,8 {load.step_hold_s} 10")
         if duration is not None:
-            raise UserError("--duration cannot be combined with --rate-steps: the steps set the run's length",
-                            "drop --duration (the run lasts steps x --step-hold-s)")
+            raise FieldError("load.duration", duration, "{load.duration} cannot be combined with {load.rate_steps}: "
+                             "the steps set the run's length",
+                             "drop {load.duration} (the run lasts steps x {load.step_hold_s})")
         if not math.isinf(request_rate):
-            raise UserError("--rate-steps sets the rate itself, so --request-rate cannot be given with it",
-                            "drop --request-rate")
+            raise FieldError("load.request_rate", request_rate, "{load.rate_steps} sets the rate itself, so "
+                             "{load.request_rate} cannot be given with it", "drop {load.request_rate}")
         if any(not 0 < r < math.inf for r in steps):
-            raise UserError(f"--rate-steps {','.join(f'{r:g}' for r in steps)} must all be positive finite rates",
-                            "pass requests/s per step, e.g. --rate-steps 2,4,8")
+            raise FieldError("load.rate_steps", steps, "{load.rate_steps} {shown} must all be positive finite rates",
+                             "pass requests/s per step, e.g. {load.rate_steps} 2,4,8",
+                             shown=",".join(f"{r:g}" for r in steps))
         if not 0 < step_hold_s < math.inf:
-            raise UserError(f"--step-hold-s {step_hold_s:g} must be positive", "pass seconds per step, e.g. 10")
+            raise FieldError("load.step_hold_s", step_hold_s, "{load.step_hold_s} {value:g} must be positive",
+                             "pass seconds per step, e.g. 10")
         counts = [round(r * step_hold_s) for r in steps]
         if sum(counts) < 1:
-            raise UserError("--rate-steps x --step-hold-s schedule no request", "raise the rates or the hold time")
+            raise FieldError("load.rate_steps", steps, "{load.rate_steps} x {load.step_hold_s} schedule no request",
+                             "raise the rates or the hold time")
         return LoadPlan(LoadMode.RATE, sum(counts), math.inf, max_concurrency, burstiness,
                         _arrival(arrival, burstiness), warmup_requests, "unscaled",
                         steps=tuple(float(r) for r in steps), step_hold_s=float(step_hold_s))
     if not 0 < duration < math.inf:
-        raise UserError(f"--duration {duration:g} must be a positive number of seconds", "pass e.g. --duration 60")
+        raise FieldError("load.duration", duration, "{load.duration} {value:g} must be a positive number of "
+                         "seconds", "pass e.g. {load.duration} 60")
     if math.isinf(request_rate):
         if not max_concurrency:
-            raise UserError("--duration needs a load that paces itself: a --request-rate or a --max-concurrency",
-                            "add --max-concurrency C (a closed loop for the whole duration) or --request-rate R")
+            raise FieldError("load.duration", duration, "{load.duration} needs a load that paces itself: a "
+                             "{load.request_rate} or a {load.max_concurrency}",
+                             "add {load.max_concurrency} C (a closed loop for the whole duration) or "
+                             "{load.request_rate} R")
         return LoadPlan(LoadMode.CONCURRENCY, num_requests, math.inf, max_concurrency, burstiness, "none",
                         warmup_requests, duration_s=float(duration), duration_grace_s=float(duration_grace))
     plan = LoadPlan(LoadMode.RATE, 1, float(request_rate), max_concurrency, burstiness,
@@ -292,14 +309,19 @@ def trace_plan(plan: LoadPlan, num_requests: int, speed: float, duration: float 
     """The plan of a trace replay: the trace's own times (given to the runner as offsets), its count;
     a ``duration`` cuts the trace there."""
     if duration is not None and not 0 < duration < math.inf:
-        raise UserError(f"--duration {duration:g} must be a positive number of seconds", "pass e.g. --duration 60")
+        raise FieldError("load.duration", duration, "{load.duration} {value:g} must be a positive number of "
+                         "seconds", "pass e.g. {load.duration} 60")
     if not 0 <= duration_grace < math.inf:
-        raise UserError(f"--duration-grace {duration_grace:g} must be 0 or more seconds", "pass e.g. --duration-grace 30")
+        raise FieldError("load.duration_grace", duration_grace, "{load.duration_grace} {value:g} must be 0 or "
+                         "more seconds", "pass e.g. {load.duration_grace} 30")
     if not 0 < speed < math.inf:
-        raise UserError(f"--trace-speed {speed:g} must be a positive factor", "pass e.g. --trace-speed 1 (2: twice as fast)")
+        raise FieldError("workload.trace_speed", speed, "{workload.trace_speed} {value:g} must be a positive factor",
+                         "pass e.g. {workload.trace_speed} 1 (2: twice as fast)")
     if plan.mode is LoadMode.RATE or plan.steps:
-        raise UserError("a trace replays on its own schedule: --request-rate, --rate-steps and --ramp-up-* do not apply",
-                        "drop them (scale the trace with --trace-speed; cap it with --max-concurrency)")
+        raise FieldError("load.request_rate", plan.request_rate, "a trace replays on its own schedule: "
+                         "{load.request_rate}, {load.rate_steps} and {load.ramp_up_strategy} do not apply",
+                         "drop them (scale the trace with {workload.trace_speed}; cap it with "
+                         "{load.max_concurrency})")
     return LoadPlan(LoadMode.RATE, num_requests, math.inf, plan.max_concurrency, 1.0, "trace",
                     plan.warmup_requests, "unscaled", duration_s=duration,
                     duration_grace_s=float(duration_grace), trace_speed=float(speed))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets
 
 START_AT_TOLERANCE_S = 1.0  # a start time this far in the past is still accepted (started at once)
@@ -43,14 +43,15 @@ class Shard:
     def parse(cls, text: str) -> "Shard":
         m = _SHARD.match(text or "")
         if not m:
-            raise UserError(f"--shard {text!r} is not i/N",
-                            "write e.g. --shard 0/2 and --shard 1/2 (i counts from 0)")
+            raise FieldError("load.shard", text, "{load.shard} {value!r} is not i/N",
+                             "write e.g. {load.shard} 0/2 and {load.shard} 1/2 (i counts from 0)")
         index, count = int(m.group(1)), int(m.group(2))
         if count < 1:
-            raise UserError(f"--shard {text!r}: N must be at least 1", "write e.g. --shard 0/2")
+            raise FieldError("load.shard", text, "{load.shard} {value!r}: N must be at least 1",
+                             "write e.g. {load.shard} 0/2")
         if not 0 <= index < count:
-            raise UserError(f"--shard {text!r}: i must be between 0 and {count - 1}",
-                            f"shards of {count} are numbered 0/{count} .. {count - 1}/{count}")
+            raise FieldError("load.shard", text, "{load.shard} {value!r}: i must be between 0 and {last}",
+                             "shards of {count} are numbered 0/{count} .. {last}/{count}", last=count - 1, count=count)
         return cls(index, count)
 
     def __str__(self) -> str:
@@ -72,14 +73,16 @@ class Shard:
         """The plan this shard runs by itself (its own request count, rate and concurrency)."""
         n = len(self.indices(plan.num_requests))
         if n == 0:
-            raise UserError(f"--shard {self}: {plan.num_requests} requests leave shard {self.index} nothing to send",
-                            f"use at most {plan.num_requests} shards, or more --num-prompts")
+            raise FieldError("load.shard", str(self), "{load.shard} {value}: {n} requests leave shard {index} nothing "
+                             "to send", "use at most {n} shards, or more {load.num_prompts}",
+                             n=plan.num_requests, index=self.index)
         conc = plan.max_concurrency
         if conc is not None:
             conc = self.share(conc)
             if conc == 0:
-                raise UserError(f"--shard {self}: --max-concurrency {plan.max_concurrency} is smaller than "
-                                f"the {self.count} shards", f"use at most {plan.max_concurrency} shards")
+                raise FieldError("load.shard", str(self), "{load.shard} {value}: {load.max_concurrency} {conc} is "
+                                 "smaller than the {count} shards", "use at most {conc} shards",
+                                 conc=plan.max_concurrency, count=self.count)
         rate = plan.request_rate if plan.mode is not LoadMode.RATE else plan.request_rate / self.count
         warm = len(self.indices(plan.warmup_requests))
         return replace(plan, num_requests=n, max_concurrency=conc, request_rate=rate, warmup_requests=warm)
@@ -102,8 +105,9 @@ def check_start_at(start_at: float | None, now: float | None = None) -> None:
     now = time.time() if now is None else now
     late = now - start_at
     if late > START_AT_TOLERANCE_S:
-        raise UserError(f"--start-at {start_at:.3f} is {late:.1f} s in the past",
-                        "give a wall-clock epoch in the future, e.g. $(($(date +%s) + 30)) for every shard")
+        raise FieldError("load.start_at", start_at, "{load.start_at} {value:.3f} is {late:.1f} s in the past",
+                         "give a wall-clock epoch in the future, e.g. $(($(date +%s) + 30)) for every shard",
+                         late=late)
 
 
 async def sleep_until_epoch(start_at: float) -> float:

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.metrics.stats import describe, min_samples_for, pct_label
 from infermeter.core.records import RequestRecord
 
@@ -48,18 +48,19 @@ class GoodputSLO:
             for part in item.replace(",", " ").split():
                 name, sep, value = part.partition(":")
                 if not sep:
-                    raise UserError(f"--goodput {part!r} is not NAME:MS",
-                                    "write e.g. --goodput ttft:500 tpot:50 (milliseconds)")
+                    raise FieldError("output.goodput", part, "{output.goodput} {value!r} is not NAME:MS",
+                                     "write e.g. {output.goodput} ttft:500 tpot:50 (milliseconds)")
                 if name not in ("ttft", "tpot", "e2el"):
-                    raise UserError(f"--goodput metric {name!r} is not supported",
-                                    "use ttft, tpot or e2el")
+                    raise FieldError("output.goodput", part, "{output.goodput} metric {name!r} is not supported",
+                                     "use ttft, tpot or e2el", name=name)
                 try:
                     limit = float(value)
                 except ValueError:
-                    raise UserError(f"--goodput {part!r}: {value!r} is not a number",
-                                    "give milliseconds, e.g. ttft:500") from None
+                    raise FieldError("output.goodput", part, "{output.goodput} {value!r}: {limit!r} is not a number",
+                                     "give milliseconds, e.g. ttft:500", limit=value) from None
                 if not limit > 0:
-                    raise UserError(f"--goodput {part!r} must be positive", "give milliseconds > 0")
+                    raise FieldError("output.goodput", part, "{output.goodput} {value!r} must be positive",
+                                     "give milliseconds > 0")
                 limits[name] = limit
         return cls(limits)
 
@@ -102,11 +103,11 @@ def parse_percentiles(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise UserError(f"--metric-percentiles {text!r} is not a list of numbers",
-                        "write e.g. --metric-percentiles 50,90,99") from None
+        raise FieldError("output.metric_percentiles", text, "{output.metric_percentiles} {value!r} is not a list "
+                         "of numbers", "write e.g. {output.metric_percentiles} 50,90,99") from None
     if not values or any(not 0 < v < 100 for v in values):
-        raise UserError(f"--metric-percentiles {text!r} must be numbers between 0 and 100",
-                        "write e.g. --metric-percentiles 50,90,99")
+        raise FieldError("output.metric_percentiles", text, "{output.metric_percentiles} {value!r} must be numbers "
+                         "between 0 and 100", "write e.g. {output.metric_percentiles} 50,90,99")
     return values
 
 
@@ -114,8 +115,8 @@ def parse_metric_names(text: str) -> list[str]:
     names = [x for x in text.replace(" ", "").split(",") if x]
     bad = [x for x in names if x not in METRICS]
     if bad or not names:
-        raise UserError(f"--percentile-metrics {text!r} names unknown metrics {bad}",
-                        f"choose from {','.join(METRICS)}")
+        raise FieldError("output.percentile_metrics", text, "{output.percentile_metrics} {value!r} names unknown "
+                         "metrics {bad}", "choose from {known}", bad=bad, known=",".join(METRICS))
     return names
 
 

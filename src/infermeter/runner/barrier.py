@@ -18,7 +18,8 @@ for the node's whole life:
 4. after the run the node streams its files on the same connection:
    ``{"op": "result", "files": [{"name", "size"}, ...]}`` then the bytes, and
    the master answers ``{"op": "ack"}``; a node whose run failed sends
-   ``{"op": "failed", ...}`` instead.
+   ``{"op": "failed", ...}`` instead (a bad setting as its field path, template
+   and values, so the master's user sees it named as they named it).
 
 A node whose connection ends before its result arrives (killed, crashed,
 network lost) is *missing*: the master names it and the merge marks its
@@ -44,7 +45,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 
 DEFAULT_PORT = 29517  # INFERMETER_BARRIER_PORT overrides it on a cluster
 SAMPLES = 8  # ping/pong round trips per node; the shortest is kept
@@ -66,7 +67,7 @@ class NodeState:
     rtt_s: float | None = None  # the round trip of the kept sample
     start_at: float | None = None  # in the node's clock
     files: list[Path] = field(default_factory=list)
-    error: tuple | None = None  # (problem, fix, exit code) of a node that failed before the start
+    error: UserError | None = None  # what a node that failed before the start said
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "host": self.host, "status": self.status, "reason": self.reason,
@@ -79,11 +80,12 @@ class Rendezvous:
 
     def __init__(self, nodes: int, dest: str | Path, *, host: str = "127.0.0.1", port: int = 0,
                  ready_timeout: float = READY_TIMEOUT_S, margin: float = MIN_MARGIN_S, samples: int = SAMPLES,
-                 fixed_start: float | None = None) -> None:
+                 fixed_start: float | None = None, what: str = "node") -> None:
         if nodes < 1:
             raise UserError(f"{nodes} nodes: a barrier needs at least one", "give --nodes N with N >= 1")
         self.nodes, self.dest, self.host, self.port = nodes, Path(dest), host, port
         self.ready_timeout, self.margin, self.samples, self.fixed_start = ready_timeout, margin, samples, fixed_start
+        self.what = what  # how errors name a rank: "node" (a machine) or "worker" (a local process)
         self.states = [NodeState(r) for r in range(nodes)]
         self.start_epoch: float | None = None  # the common start, master clock
         self.started = threading.Event()
@@ -184,8 +186,8 @@ class Rendezvous:
                 s.status, s.reason = "late", f"not ready within {self.ready_timeout:.0f} s of the master"
         ready = [s for s in self.states if s.status == "ready"]
         if not ready:
-            why = "; ".join(f"node {s.rank}: {s.reason}" for s in self.states)
-            self._fail(UserError(f"no node got ready ({why})",
+            why = "; ".join(f"{self.what} {s.rank}: {s.reason}" for s in self.states)
+            self._fail(UserError(f"no {self.what} got ready ({why})",
                                  "check the nodes' logs and the network between them and the master"))
             return
         await asyncio.gather(*(self._measure(s) for s in ready))
@@ -254,10 +256,8 @@ class Rendezvous:
             self._readers[rank], self._writers[rank] = reader, writer
             if hello.get("op") == "failed":  # it could not prepare: the same arguments fail everywhere
                 state.status = "failed"
-                state.error = (hello.get("problem"), hello.get("fix"), hello.get("exit_code", 1))
-                err = UserError(f"node {rank}: {state.error[0]}", state.error[1])
-                err.exit_code = int(state.error[2] or 1)
-                self._fail(err)
+                state.error = received_error(hello, f"{self.what} {rank}: ")
+                self._fail(state.error)
                 return
             if self.started.is_set():
                 state.status, state.reason = "late", "ready after the others had started"
@@ -355,10 +355,14 @@ class NodeLink:
                 raise UserError(f"the master refused node {self.rank}: {msg.get('why', msg)}",
                                 "give every node the same node count, each its own rank")
 
-    def fail(self, problem: str, fix: str | None = None, exit_code: int = 1) -> None:
-        """Tell the master this node cannot run (before the start) or its run failed (after)."""
+    def fail(self, problem: str, fix: str | None = None, exit_code: int = 1, *,
+             field_error: dict | None = None) -> None:
+        """Tell the master this node cannot run (before the start) or its run failed (after);
+        ``field_error`` (``sent_error``) lets the master raise a bad setting as a FieldError."""
         msg = {"op": "failed", "rank": self.rank, "nodes": self.nodes, "host": socket.gethostname(),
                "problem": problem, "fix": fix, "exit_code": exit_code}
+        if field_error is not None:
+            msg["field_error"] = field_error
         try:
             self._send(msg)
         except OSError:
@@ -380,3 +384,29 @@ class NodeLink:
             self.sock.close()
         except OSError:
             pass
+
+
+def sent_error(exc: UserError) -> dict | None:
+    """A FieldError as JSON (field path, value, templates, figures), when JSON keeps its values
+    as they are; None otherwise (the master then gets its text, worded with field paths)."""
+    if not isinstance(exc, FieldError):
+        return None
+    data = {"field": exc.field, "value": exc.value, "templates": list(exc.templates), "figures": exc.figures}
+    try:
+        return data if orjson.loads(orjson.dumps(data)) == data else None
+    except (TypeError, ValueError):
+        return None
+
+
+def received_error(msg: dict, prefix: str) -> UserError:
+    """The error a ``failed`` message carries, ``prefix`` naming the rank; a FieldError stays one,
+    so the caller words its field as its user named it (a flag, a spec file's key)."""
+    fe = msg.get("field_error")
+    err: UserError
+    try:
+        problem, fix = fe["templates"]
+        err = FieldError(str(fe["field"]), fe.get("value"), prefix + problem, fix, **dict(fe.get("figures") or {}))
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError):  # absent, or not a FieldError's shape
+        err = UserError(prefix + str(msg.get("problem")), msg.get("fix"))
+    err.exit_code = int(msg.get("exit_code") or 1)
+    return err

@@ -201,7 +201,7 @@ def probe(base: RunSpec, vary: str, load: float, slos: Sequence[SLOTarget], conf
         update = {"max_concurrency": int(load), "request_rate": math.inf, "arrival": None}
         tag = f"concurrency{int(load)}"
     update.update(result_filename=f"capacity-{tag}.json", if_exists="next")  # never over an earlier search
-    report = run(base.model_copy(update=update))
+    report = run(base.replace(**update))
     records = _records(report)
     checks = evaluate_slos(records, slos, confidence)
     verdict = assess(report.result, records, validity)
@@ -233,7 +233,7 @@ def search_capacity(base: RunSpec, slos: Sequence[SLOTarget], *, vary: str = "ra
         raise UserError(f"--max-runs {max_runs} must be at least 2", "pass e.g. --max-runs 10")
     if run is None:
         from infermeter.runner.execute import execute_run as run
-    check_sample_size(slos, base.num_prompts, confidence)
+    check_sample_size(slos, base.load.num_prompts, confidence)
     validity = validity or ValidityOptions()
     integer = vary == "concurrency"
     if integer:

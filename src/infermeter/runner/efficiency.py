@@ -8,20 +8,22 @@ from typing import Any, Callable
 
 from infermeter.errors import UserError
 
+from infermeter.runner.spec import RunSpec
 from infermeter.metrics.efficiency import GpuCount, Price, choose_gpu_count, efficiency, telemetry_gpus
 
 
-def stated_price(spec: Any) -> Price | None:
+def stated_price(spec: RunSpec) -> Price | None:
     """``--gpu-price`` / a sweep target's ``gpu_price`` (None when none was given)."""
-    if getattr(spec, "gpu_price", None) is None:
+    cost = spec.cost
+    if cost.gpu_price is None:
         return None
-    source = "spec" if getattr(spec, "cell_id", None) else "--gpu-price"
-    return Price(float(spec.gpu_price), spec.gpu_price_per, source)
+    source = "spec" if spec.output.cell_id else "--gpu-price"
+    return Price(float(cost.gpu_price), cost.gpu_price_per, source)
 
 
-def dstack_price(spec: Any, read: Callable[..., Any] | None = None) -> tuple[Price | None, GpuCount]:
+def dstack_price(spec: RunSpec, read: Callable[..., Any] | None = None) -> tuple[Price | None, GpuCount]:
     """The offer price of ``--dstack-run [PROJECT/]NAME`` (per node: the instances it runs on)."""
-    name = getattr(spec, "dstack_run", None)
+    name = spec.cost.dstack_run
     if not name:
         return None, GpuCount(None)
     project, _, run = name.rpartition("/")
@@ -46,7 +48,7 @@ def read_offer(name: str, project: str | None = None) -> Any:
     return offer_of(state.raw, name)
 
 
-def efficiency_for(result: dict[str, Any], spec: Any, *, read_dstack: Callable[..., Any] | None = None
+def efficiency_for(result: dict[str, Any], spec: RunSpec, *, read_dstack: Callable[..., Any] | None = None
                    ) -> dict[str, Any]:
     """The efficiency block of ``result`` (its telemetry already in place)."""
     telemetry = (result.get("infermeter") or {}).get("telemetry")
@@ -54,7 +56,7 @@ def efficiency_for(result: dict[str, Any], spec: Any, *, read_dstack: Callable[.
     offer_gpus = GpuCount(None)
     if price is None:
         price, offer_gpus = dstack_price(spec, read_dstack)
-    gpus = choose_gpu_count(GpuCount(getattr(spec, "gpu_count", None), "--gpu-count"),
-                            GpuCount(getattr(spec, "launch_gpu_count", None), "launch profile"),
+    gpus = choose_gpu_count(GpuCount(spec.cost.gpu_count, "--gpu-count"),
+                            GpuCount(spec.cost.launch_gpu_count, "launch profile"),
                             offer_gpus, GpuCount(telemetry_gpus(telemetry), "telemetry"))
     return efficiency(result, telemetry, price, gpus)

@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 import orjson
 
 from infermeter.errors import UserError
-from infermeter.runner.barrier import DEFAULT_PORT, NodeLink, Rendezvous
+from infermeter.runner.barrier import DEFAULT_PORT, NodeLink, Rendezvous, sent_error
 from infermeter.runner.spec import RunSpec
 
 RESULT_BEGIN = "----- infermeter merged result begin -----"
@@ -33,7 +33,9 @@ PER_REQUEST_KEYS = ("input_lens", "output_lens", "ttfts", "itls", "errors", "gen
 
 def run_node(spec: RunSpec, link: NodeLink, *, argv: list[str] | None = None,
              log: Callable[[str], None] = lambda m: None, progress=None):
-    """Run ``spec`` (one shard) gated by ``link``, record the barrier, send the files; returns its RunReport."""
+    """Run ``spec`` (one shard) gated by ``link``, record the barrier, send the files; returns its RunReport.
+    Its values are judged here (``runner.plan.resolve``): a bad one reaches the master as the FieldError it is."""
+    from infermeter.runner.plan import resolve
     from infermeter.runner.session import run_single
     from infermeter.storage.files import write_json_atomic
 
@@ -41,11 +43,11 @@ def run_node(spec: RunSpec, link: NodeLink, *, argv: list[str] | None = None,
         return await asyncio.to_thread(link.wait_start)
 
     try:
-        report = run_single(spec, argv=argv, start_gate=gate, log=log, progress=progress)
+        report = run_single(resolve(spec), argv=argv, start_gate=gate, log=log, progress=progress)
         if report.write_error is not None:  # the master cannot merge what is not on disk
             raise report.write_error
     except UserError as exc:
-        link.fail(exc.problem, exc.fix, exc.exit_code)
+        link.fail(exc.problem, exc.fix, exc.exit_code, field_error=sent_error(exc))
         raise
     except BaseException as exc:
         link.fail(f"{type(exc).__name__}: {exc}")
@@ -80,10 +82,10 @@ def run_cluster(spec: RunSpec, *, env: Mapping[str, str] | None = None, argv: li
     from infermeter.runner.collect import merge_nodes
 
     master, port, rank, nodes = cluster_env(env)
-    result_dir = Path(spec.result_dir)
-    node_spec = spec.model_copy(update={"shard": f"{rank}/{nodes}", "workers": 1, "start_at": None,
-                                        "result_filename": f"shard{rank}of{nodes}.json", "if_exists": "overwrite",
-                                        "result_dir": str(result_dir / f"node{rank}"), "progress": False})
+    result_dir = Path(spec.output.result_dir)
+    node_spec = spec.replace(shard=f"{rank}/{nodes}", workers=1, start_at=None,
+                             result_filename=f"shard{rank}of{nodes}.json", if_exists="overwrite",
+                             result_dir=str(result_dir / f"node{rank}"), progress=False)
     rendezvous = None
     if rank == 0:
         kw = {} if ready_timeout is None else {"ready_timeout": ready_timeout}

@@ -139,12 +139,12 @@ def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_
     from infermeter.storage.files import read_records
 
     server.reset_stats()
-    report = execute_run(RunSpec(
+    report = execute_run(RunSpec.from_flat(dict(
         backend="vllm", base_url=server.base_url, model="test-model", tokenizer=tokenizer_dir,
         dataset_name="random", random_input_len=16, random_output_len=output_len, ignore_eos=True,
         num_prompts=requests, max_concurrency=concurrency, result_dir=str(result_dir),
         result_filename=f"c{concurrency}-itl{itl_ms:g}.json", if_exists="next", progress=False,
-        request_id_header="X-Request-Id"))  # the test server records it: an exact join with its truth
+        request_id_header="X-Request-Id")))  # the test server records it: an exact join with its truth
     r = report.result
     records = list(read_records(report.records_path))
     stats = server.stats(requests=True)

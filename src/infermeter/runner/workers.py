@@ -18,7 +18,6 @@ run wherever the scheduler puts them.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import shutil
@@ -28,6 +27,7 @@ from typing import Callable
 from infermeter.errors import UserError
 from infermeter.runner.barrier import NodeLink, Rendezvous
 from infermeter.runner.efficiency import efficiency_for  # energy, cost, per GPU (docs/cost.md)
+from infermeter.runner.plan import RunPlan
 from infermeter.runner.spec import RunSpec
 from infermeter.telemetry import TelemetrySession
 
@@ -64,52 +64,36 @@ def _worker_main(spec: RunSpec, master: tuple[str, int], rank: int, count: int, 
     use_uvloop()
     link = NodeLink(master[0], master[1], rank, count, connect_timeout=60.0)
     try:
-        run_node(spec, link, argv=argv)
-    except BaseException:  # the master heard of it (link.fail) and says so
+        run_node(spec, link, argv=argv)  # resolves the spec; a FieldError reaches the parent whole
+    except BaseException:  # the parent heard of it (link.fail) and says so
         raise SystemExit(1) from None
     finally:
         link.close()
-    shutil.rmtree(spec.result_dir, ignore_errors=True)  # the master holds the copy it merges
+    shutil.rmtree(spec.output.result_dir, ignore_errors=True)  # the parent holds the copy it merges
 
 
-def validate(spec: RunSpec) -> None:
-    if spec.workers < 1:
-        raise UserError(f"--workers {spec.workers} must be at least 1", "pass --workers N with N >= 1")
-    if spec.workers == 1:
-        return
-    if spec.shard:
-        raise UserError("--workers and --shard do not combine",
-                        "shard across hosts with --shard, or across cores of one host with --workers")
-    if spec.uses_embedded_engine():
-        raise UserError("--workers needs a server to point at", "pass --base-url (the embedded engine runs one client)")
-    if spec.workers > spec.num_prompts:
-        raise UserError(f"--workers {spec.workers} exceeds --num-prompts {spec.num_prompts}",
-                        "use fewer workers than requests")
-    if spec.max_concurrency is not None and spec.workers > spec.max_concurrency:
-        raise UserError(f"--workers {spec.workers} exceeds --max-concurrency {spec.max_concurrency}",
-                        "use at most one worker per concurrent request")
-
-
-def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
-    """Run ``spec`` in ``spec.workers`` processes and merge their shards; returns a RunReport."""
-    from infermeter.runner.session import RunReport, _result_stem
+def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
+    """Run ``plan`` in ``workers`` processes and merge their shards; returns a RunReport."""
     from infermeter.runner.collect import merge_nodes
+    from infermeter.runner.drive import result_stem
+    from infermeter.runner.session import RunReport
     from infermeter.load.shard import check_start_at
     from infermeter.storage.files import RecordWriter, write_json_atomic
     from infermeter.storage.names import check_result_place, claim, sibling, storage_error
 
-    validate(spec)
-    check_start_at(spec.start_at)
-    n = spec.workers
+    spec = plan.spec
+    t, o = spec.target, spec.output
+    check_start_at(spec.load.start_at)
+    n = spec.load.workers
     cpus = worker_cpus(os.environ.get("INFERMETER_WORKER_CPUS"), n)
-    result_dir = Path(spec.result_dir)
-    check_result_place(result_dir, spec.result_filename, spec.if_exists)
+    result_dir = Path(o.result_dir)
+    check_result_place(result_dir, o.result_filename, o.if_exists)
     # the run's names are claimed now (an empty records file; the merge writes it), so the
     # shards' folder is this run's own
     result_path, claimed = claim(
-        result_dir, spec.result_filename or
-        f"{_result_stem(spec, spec.backend, (spec.served_model_name or spec.model or 'model'))}.json",
-        spec.if_exists if spec.result_filename else "next",
+        result_dir, o.result_filename or
+        f"{result_stem(plan, t.backend, (t.served_model_name or t.model or 'model'))}.json",
+        o.if_exists if o.result_filename else "next",
         lambda path, replace: RecordWriter(path, replace=replace))
     claimed.close()
     shard_dir = sibling(result_path, ".shards")
@@ -120,24 +104,24 @@ def run_workers(spec: RunSpec, *, argv: list[str] | None = None, log: Callable[[
     ctx = multiprocessing.get_context("spawn")
     # the same barrier and collection as client nodes on a cluster (runner/barrier.py), on loopback
     rendezvous = Rendezvous(n, shard_dir, ready_timeout=READY_TIMEOUT_S, margin=START_MARGIN_S,
-                            fixed_start=spec.start_at)
+                            fixed_start=spec.load.start_at, what="worker")
     port = rendezvous.start()
     procs = []
     for i in range(n):
-        child = spec.model_copy(update={"workers": 1, "shard": f"{i}/{n}", "progress": False,
-                                        "result_dir": str(shard_dir / f"node{i}"),
-                                        "result_filename": f"shard{i}of{n}.json", "if_exists": "overwrite",
-                                        "start_at": None, "telemetry": False,  # sampled once, here
-                                        "dstack_run": None})  # the price is read once, here
+        child = spec.replace(**{"workers": 1, "shard": f"{i}/{n}", "progress": False,
+                                "result_dir": str(shard_dir / f"node{i}"),
+                                "result_filename": f"shard{i}of{n}.json", "if_exists": "overwrite",
+                                "start_at": None, "telemetry": False,  # sampled once, here
+                                "dstack_run": None})  # the price is read once, here
         proc = ctx.Process(target=_worker_main, args=(child, ("127.0.0.1", port), i, n, list(argv or []), cpus[i]),
                            name=f"infermeter-worker-{i}", daemon=True)
         proc.start()
         procs.append(proc)
     log(f"{n} worker processes started; waiting for them to prepare")
     # GPU and server telemetry for the whole run, sampled by this (otherwise idle) process
-    telemetry = TelemetrySession.for_run(spec, log=log).start()
+    telemetry = TelemetrySession.for_run(spec.telemetry, log=log).start()
     try:
-        telemetry.attach_server(spec.server_url(), spec.backend)
+        telemetry.attach_server(spec.server_url(), t.backend)
         telemetry.mark_phase("ready")
         _follow(rendezvous, procs, rendezvous.started)
         if rendezvous.error is None:

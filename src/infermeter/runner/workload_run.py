@@ -14,19 +14,22 @@ import numpy as np
 
 from infermeter.core.exchange import ErrorClass
 from infermeter.core.prompt import Prompt
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.load.schedule import LoadPlan
+from infermeter.runner.plan import RunPlan
 
 PREFIX_DATASETS = ("shared-prefix", "multi-turn", "trace")
 
 
-def shape_load(spec, plan: LoadPlan, prompts, sharded: bool) -> tuple[LoadPlan, Any, dict[str, Any]]:
-    """(plan, prompts or conversations for the runner, runner keyword arguments)."""
+def shape_load(run: RunPlan, prompts) -> tuple[LoadPlan, Any, dict[str, Any]]:
+    """(this process's load plan, prompts or conversations for the runner, runner keyword arguments)."""
+    plan = run.local_load
     conversations = getattr(prompts, "conversations", None)
     offsets = getattr(prompts, "offsets", None)
-    if (conversations is not None or offsets is not None) and sharded:
-        raise UserError(f"--dataset-name {spec.dataset_name} runs in one process: --workers and --shard do not apply",
-                        "drop --workers/--shard")
+    if (conversations is not None or offsets is not None) and run.shard is not None:
+        raise FieldError("load.shard", run.spec.load.shard, "{workload.dataset_name} {name} runs in one process: "
+                         "{load.workers} and {load.shard} do not apply", "drop {load.workers}/{load.shard}",
+                         name=run.spec.workload.dataset_name)
     if offsets is not None:
         speed = plan.trace_speed or 1.0
         times = np.asarray(offsets, dtype=float) / speed
@@ -34,7 +37,7 @@ def shape_load(spec, plan: LoadPlan, prompts, sharded: bool) -> tuple[LoadPlan, 
         keep = max(keep, 1)
         return replace(plan, num_requests=keep), list(prompts)[:keep], {"offsets": times[:keep]}
     if conversations is not None:
-        ws = spec.workload_spec()
+        ws = run.workload
         return plan, conversations, {"sessions": True, "use_server_answers": ws.history == "server",
                                      "think_time_s": ws.think_time}
     return plan, prompts, {}
@@ -49,7 +52,7 @@ def every_prompt(prompts) -> Sequence[Prompt]:
             for c in conversations for t in c.turns]
 
 
-def workload_metrics(spec, plan: LoadPlan, records, telemetry: dict | None, turns_not_sent: int | None) -> dict:
+def workload_metrics(run: RunPlan, plan: LoadPlan, records, telemetry: dict | None, turns_not_sent: int | None) -> dict:
     """The result's ``workload_metrics``: only what applies to this run."""
     out: dict[str, Any] = {}
     turns: dict[int, list] = defaultdict(list)
@@ -70,7 +73,7 @@ def workload_metrics(spec, plan: LoadPlan, records, telemetry: dict | None, turn
         out["offered_vs_achieved"] = [_rate_row(rate, rows) for rate, rows in sorted(rates.items())]
     if plan.duration_s:
         out["duration"] = {"duration_s": plan.duration_s, "grace_s": plan.duration_grace_s, "cut_off": cut}
-    if spec.dataset_name in PREFIX_DATASETS:
+    if run.spec.workload.dataset_name in PREFIX_DATASETS:
         out["prefix_cache"] = prefix_cache(telemetry)
     return out
 

@@ -2,7 +2,7 @@
 capture its log, stop its whole process group.
 
     with LocalServer("vllm", ServerSettings(model="Qwen/Qwen3-0.6B")) as server:
-        execute_run(RunSpec(**server.run_fields(), num_prompts=100))
+        execute_run(RunSpec.from_flat(dict(**server.run_fields(), num_prompts=100)))
 
 A sweep starts A, runs its cells, stops A, starts B.  The process runs in its own
 process group (``start_new_session``); ``stop()`` sends SIGTERM to the group, waits,

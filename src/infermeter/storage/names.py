@@ -22,13 +22,13 @@ import os
 import re
 from pathlib import Path
 
-from infermeter.errors import StorageError, UserError
+from infermeter.errors import FieldError, StorageError, UserError
 
 SLUG_MAX = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 _MAX_TRIES = 10_000
 IF_EXISTS = ("refuse", "overwrite", "next")
-PLAIN_NAME_FIX = "give a plain file name (no folder, no '..'); put the folder in --result-dir"
+PLAIN_NAME_FIX = "give a plain file name (no folder, no '..'); put the folder in {output.result_dir}"
 
 
 def slug(text: str, limit: int = SLUG_MAX, empty: str = "model") -> str:
@@ -41,11 +41,12 @@ def slug(text: str, limit: int = SLUG_MAX, empty: str = "model") -> str:
     return s
 
 
-def check_plain_name(name: str, flag: str = "--result-filename") -> None:
+def check_plain_name(name: str) -> None:
     """A file name inside the result folder: no folder part, no ``..``, not absolute."""
     if (not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name
             or (os.altsep and os.altsep in name) or "\0" in name):
-        raise UserError(f"{flag} {name!r} is not a plain file name inside --result-dir", PLAIN_NAME_FIX)
+        raise FieldError("output.result_filename", name, "{output.result_filename} {value!r} is not a plain file "
+                         "name inside {output.result_dir}", PLAIN_NAME_FIX)
 
 
 def sibling(result_path: Path, suffix: str) -> Path:
@@ -116,6 +117,32 @@ def claim(result_dir: Path, filename: str, if_exists: str, opener) -> tuple[Path
             raise storage_error(exc, sibling(path, ".records.jsonl")) from None
     raise StorageError(f"no free result name after {stem}-{_MAX_TRIES} in {result_dir}",
                        "choose another --result-dir or --result-filename")
+
+
+def write_new(folder: Path, filename: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/filename``, or to the next free ``STEM-2``, ``STEM-3``, ... (created
+    with O_EXCL): a file another run wrote is never replaced.  Returns the path written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, folder, folder=True) from None
+    first = folder / filename
+    for k in range(1, _MAX_TRIES + 1):
+        path = first if k == 1 else folder / f"{first.stem}-{k}{first.suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise storage_error(exc, path) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise storage_error(exc, path) from None
+        return path
+    raise StorageError(f"no free name after {first.stem}-{_MAX_TRIES} in {folder}", "choose another folder")
 
 
 def storage_error(exc: OSError, path: Path, *, folder: bool = False) -> UserError:

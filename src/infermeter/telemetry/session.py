@@ -63,16 +63,16 @@ class TelemetrySession:
     # -- construction for a run ---------------------------------------------------------
 
     @classmethod
-    def for_run(cls, spec: Any, log: Callable[[str], None] = lambda msg: None) -> "TelemetrySession":
-        """Settings from a RunSpec (``telemetry``, ``telemetry_gpu``, ``telemetry_interval``,
-        ``telemetry_gpu_interval`` when it has them; defaults otherwise).  An embedded
-        engine is started by the run: its phases begin at ``idle``; an external server
-        is already loaded: they begin at ``ready``."""
-        embedded = bool(getattr(spec, "uses_embedded_engine", lambda: False)())
-        return cls(gpu=getattr(spec, "telemetry_gpu", "auto") or "auto",
-                   interval=float(getattr(spec, "telemetry_interval", 1.0) or 1.0),
-                   gpu_interval=float(getattr(spec, "telemetry_gpu_interval", 0.5) or 0.5),
-                   enabled=bool(getattr(spec, "telemetry", True)),
+    def for_run(cls, settings: Any, *, embedded: bool = False,
+                log: Callable[[str], None] = lambda msg: None) -> "TelemetrySession":
+        """From a RunSpec's telemetry section (``telemetry``, ``telemetry_gpu``,
+        ``telemetry_interval``, ``telemetry_gpu_interval`` when it has them; defaults
+        otherwise).  An ``embedded`` engine is started by the run: its phases begin at
+        ``idle``; an external server is already loaded: they begin at ``ready``."""
+        return cls(gpu=getattr(settings, "telemetry_gpu", "auto") or "auto",
+                   interval=float(getattr(settings, "telemetry_interval", 1.0) or 1.0),
+                   gpu_interval=float(getattr(settings, "telemetry_gpu_interval", 0.5) or 0.5),
+                   enabled=bool(getattr(settings, "telemetry", True)),
                    initial_phase=IDLE if embedded else READY, mark_loading=embedded, log=log)
 
     # -- lifecycle --------------------------------------------------------------------------

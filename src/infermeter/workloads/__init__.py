@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.workloads import conversations, jsonl, random_tokens, shared_prefix, sharegpt, sonnet, traces
 from infermeter.workloads._common import PromptList
 from infermeter.core.prompt import Prompt
@@ -32,7 +32,7 @@ from infermeter.workloads.specs import (
     SonnetSpec,
     TraceSpec,
     WorkloadSpec,
-    flag,
+    setting,
     parse_spec,
 )
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
@@ -49,7 +49,7 @@ __all__ = [
     "TraceSpec",
     "Tokenizer",
     "WorkloadSpec",
-    "flag",
+    "setting",
     "load_tokenizer",
     "make_prompts",
     "parse_spec",
@@ -72,9 +72,11 @@ def make_prompts(spec: Any,
     if isinstance(spec, dict):
         spec = parse_spec(spec)
     if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
-        raise UserError(f"--num-prompts {num_prompts} must be a whole number >= 1", "pass --num-prompts 1 or more")
+        raise FieldError("load.num_prompts", num_prompts, "{load.num_prompts} {value} must be a whole number >= 1",
+                         "pass {load.num_prompts} 1 or more")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"--seed {seed} must be a whole number >= 0", "pass --seed 0 or another non-negative integer")
+        raise FieldError("load.seed", seed, "{load.seed} {value} must be a whole number >= 0",
+                         "pass {load.seed} 0 or another non-negative integer")
     builder = _BUILDERS.get(type(spec))
     if builder is None:
         raise TypeError(f"not a workload spec: {spec!r}")

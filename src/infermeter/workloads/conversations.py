@@ -32,7 +32,7 @@ from pathlib import Path
 import orjson
 
 from infermeter.core.prompt import Conversation, Prompt, Turn
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads._common import ChatFormat, PromptList, chat_counts, count_batch, shuffled, take_cycled
 from infermeter.workloads.sharegpt import read_json_file
 from infermeter.workloads.specs import MultiTurnSpec
@@ -92,7 +92,8 @@ def _jsonl_line(path: Path, number: int, line: bytes) -> Raw:
 def read_conversations(path: Path) -> list[Raw]:
     if path.suffix == ".jsonl":
         if not path.is_file():
-            raise UserError(f"--dataset-path {str(path)!r}: no such file", "give the path of a conversation file")
+            raise FieldError("workload.dataset_path", str(path), "{workload.dataset_path} {value!r}: no such file",
+                             "give the path of a conversation file")
         lines = path.read_bytes().split(b"\n")
         convs = [_jsonl_line(path, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     else:
@@ -107,8 +108,8 @@ def read_conversations(path: Path) -> list[Raw]:
 
 def build(spec: MultiTurnSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
     if not chat:
-        raise UserError("--dataset-name multi-turn sends chat messages with their history",
-                        "use --endpoint /v1/chat/completions (or --backend openai-chat)")
+        raise FieldError("target.endpoint", None, "{workload.dataset_name} multi-turn sends chat messages with "
+                         "their history", "use {target.endpoint} /v1/chat/completions (or {target.backend} openai-chat)")
     notes: list[str] = []
     raw = take_cycled(shuffled(read_conversations(Path(spec.path)), seed), num_prompts, "conversations", notes)
     if spec.max_turns:

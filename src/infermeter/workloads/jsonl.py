@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import orjson
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads._common import (
     ChatFormat,
     PromptList,
@@ -50,7 +50,8 @@ class Record(NamedTuple):
 
 def read_records(path: Path) -> list[Record]:
     if not path.is_file():
-        raise UserError(f"--dataset-path {str(path)!r}: no such file", "give the path of a JSONL prompt file")
+        raise FieldError("workload.dataset_path", str(path), "{workload.dataset_path} {value!r}: no such file",
+                         "give the path of a JSONL prompt file")
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads._common import (
     ChatFormat,
     PromptList,
@@ -53,7 +53,8 @@ _HUMAN = frozenset({"human", "user"})
 
 def read_json_file(path: Path, what: str) -> object:
     if not path.is_file():
-        raise UserError(f"--dataset-path {str(path)!r}: no such file", f"give the path of a {what} file")
+        raise FieldError("workload.dataset_path", str(path), "{workload.dataset_path} {value!r}: no such file",
+                         "give the path of a {what} file", what=what)
     try:
         return orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:

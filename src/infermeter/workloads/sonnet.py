@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads._common import (
     NO_TEMPLATE_NOTE,
     ChatFormat,
@@ -65,7 +65,8 @@ def sonnet_lines() -> tuple[str, ...]:
 def file_lines(path: Path) -> tuple[str, ...]:
     """The non-empty lines of a user's ``--dataset-path`` text file, as vLLM's sonnet dataset reads it."""
     if not path.is_file():
-        raise UserError(f"--dataset-path {str(path)!r}: no such file", "give the path of a text file of lines")
+        raise FieldError("workload.dataset_path", str(path), "{workload.dataset_path} {value!r}: no such file",
+                         "give the path of a text file of lines")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -115,8 +116,9 @@ def build(spec: SonnetSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: b
             excess -= int(counts[(num_prefix - drop) % len(lines)])
         num_prefix -= drop
     if head_tokens > spec.input_len:  # pragma: no cover - needs a pathological tokenizer
-        raise UserError(f"--sonnet-prefix-len {spec.prefix_len} cannot fit --sonnet-input-len {spec.input_len}",
-                        "lower --sonnet-prefix-len")
+        raise FieldError("workload.sonnet_prefix_len", spec.prefix_len, "{workload.sonnet_prefix_len} {value} "
+                         "cannot fit {workload.sonnet_input_len} {input_len}", "lower {workload.sonnet_prefix_len}",
+                         input_len=spec.input_len)
 
     budget = spec.input_len - head_tokens
     picks: list[list[int]] = []

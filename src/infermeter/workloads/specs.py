@@ -8,8 +8,9 @@ Defaults are those of ``vllm bench serve`` for the matching flags
 
 Bad values raise :class:`~infermeter.errors.UserError` straight out of the
 model's constructor (pydantic lets exceptions that are not ``ValueError``
-through unchanged), with the message naming the command-line flag as
-:func:`flag` spells it.  Wrong types (a string for a number, an unknown key)
+through unchanged): a ``FieldError`` naming the run setting as :func:`setting`
+spells it (``workload.sonnet_input_len``), which the CLI words as its flag.
+Wrong types (a string for a number, an unknown key)
 raise pydantic's ``ValidationError``; :func:`parse_spec` turns those into a
 ``UserError`` as well.
 """
@@ -22,7 +23,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 
 
 def length_range(length: int, ratio: float) -> tuple[int, int]:
@@ -30,22 +31,25 @@ def length_range(length: int, ratio: float) -> tuple[int, int]:
     return math.floor(length * (1 - ratio) + 1e-9), math.ceil(length * (1 + ratio) - 1e-9)
 
 
-def flag(dataset: str, field: str) -> str:
-    """The command-line flag for ``field`` of dataset ``dataset`` (``--sonnet-input-len``).
+def setting(dataset: str, field: str) -> str:
+    """The run setting (field path) for ``field`` of dataset ``dataset`` (``workload.sonnet_input_len``).
 
-    File paths of every dataset share ``--dataset-path``, as in vLLM.
+    File paths of every dataset share ``dataset_path`` (vLLM's ``--dataset-path``).
     """
     if field == "path":
-        return "--dataset-path"
-    own = _OWN_FLAGS.get((dataset, field))
-    if own:
-        return own
-    return f"--{dataset}-{field.replace('_', '-')}"
+        return "workload.dataset_path"
+    own = _OWN_SETTINGS.get((dataset, field))
+    return f"workload.{own or dataset.replace('-', '_') + '_' + field}"
 
 
-_OWN_FLAGS = {("shared-prefix", "groups"): "--prefix-groups", ("shared-prefix", "prefix_len"): "--prefix-len",
-              ("shared-prefix", "question_len"): "--question-len",
-              ("shared-prefix", "output_len"): "--prefix-output-len"}
+def _named(dataset: str, field: str) -> str:
+    """A FieldError template's placeholder for the setting."""
+    return "{" + setting(dataset, field) + "}"
+
+
+_OWN_SETTINGS = {("shared-prefix", "groups"): "prefix_groups", ("shared-prefix", "prefix_len"): "prefix_len",
+                 ("shared-prefix", "question_len"): "question_len",
+                 ("shared-prefix", "output_len"): "prefix_output_len", ("jsonl", "output_len"): "sharegpt_output_len"}
 
 
 class _Spec(BaseModel):
@@ -55,8 +59,8 @@ class _Spec(BaseModel):
         value = getattr(self, field)
         if value is not None and value < minimum:
             name = self.name  # type: ignore[attr-defined]
-            raise UserError(f"{flag(name, field)} {value} must be at least {minimum}",
-                            f"pass {flag(name, field)} {minimum} or more")
+            raise FieldError(setting(name, field), value, _named(name, field) + " {value} must be at least {minimum}",
+                             "pass " + _named(name, field) + " {minimum} or more", minimum=minimum)
 
 
 class SonnetSpec(_Spec):
@@ -74,10 +78,11 @@ class SonnetSpec(_Spec):
         self._check_positive("output_len")
         self._check_positive("prefix_len", 0)
         if self.prefix_len > self.input_len:
-            raise UserError(
-                f"--sonnet-prefix-len {self.prefix_len} is larger than --sonnet-input-len {self.input_len}",
-                f"pass --sonnet-prefix-len {self.input_len} or less, or raise --sonnet-input-len",
-            )
+            raise FieldError(
+                "workload.sonnet_prefix_len", self.prefix_len,
+                "{workload.sonnet_prefix_len} {value} is larger than {workload.sonnet_input_len} {input_len}",
+                "pass {workload.sonnet_prefix_len} {input_len} or less, or raise {workload.sonnet_input_len}",
+                input_len=self.input_len)
         return self
 
 
@@ -96,14 +101,16 @@ class RandomSpec(_Spec):
         self._check_positive("output_len")
         self._check_positive("prefix_len", 0)
         if not (0.0 <= self.range_ratio < 1.0) or math.isnan(self.range_ratio):
-            raise UserError(f"--random-range-ratio {self.range_ratio} is outside [0, 1)",
-                            "pass a ratio r with 0 <= r < 1 (lengths are drawn from [n*(1-r), n*(1+r)])")
+            raise FieldError("workload.random_range_ratio", self.range_ratio,
+                             "{workload.random_range_ratio} {value} is outside [0, 1)",
+                             "pass a ratio r with 0 <= r < 1 (lengths are drawn from [n*(1-r), n*(1+r)])")
         if self.prefix_len + length_range(self.input_len, self.range_ratio)[0] < 1:
-            raise UserError(
-                f"--random-input-len {self.input_len} with --random-range-ratio {self.range_ratio} "
-                f"and --random-prefix-len {self.prefix_len} can make an empty prompt",
-                "raise --random-input-len or --random-prefix-len, or lower --random-range-ratio",
-            )
+            raise FieldError(
+                "workload.random_input_len", self.input_len,
+                "{workload.random_input_len} {value} with {workload.random_range_ratio} {ratio} "
+                "and {workload.random_prefix_len} {prefix} can make an empty prompt",
+                "raise {workload.random_input_len} or {workload.random_prefix_len}, or lower "
+                "{workload.random_range_ratio}", ratio=self.range_ratio, prefix=self.prefix_len)
         return self
 
 
@@ -168,8 +175,9 @@ class MultiTurnSpec(_Spec):
         self._check_positive("output_len")
         self._check_positive("max_turns")
         if not 0 <= self.think_time < math.inf:
-            raise UserError(f"--multi-turn-think-time {self.think_time:g} must be 0 or more seconds",
-                            "pass e.g. --multi-turn-think-time 2")
+            raise FieldError("workload.multi_turn_think_time", self.think_time,
+                             "{workload.multi_turn_think_time} {value:g} must be 0 or more seconds",
+                             "pass e.g. {workload.multi_turn_think_time} 2")
         return self
 
 
@@ -192,8 +200,8 @@ class TraceSpec(_Spec):
         self._check_positive("block_size")
         self._check_positive("output_len")
         if not 0 < self.speed < math.inf:
-            raise UserError(f"--trace-speed {self.speed:g} must be a positive factor",
-                            "pass e.g. --trace-speed 1 (2: twice as fast)")
+            raise FieldError("workload.trace_speed", self.speed, "{workload.trace_speed} {value:g} must be a "
+                             "positive factor", "pass e.g. {workload.trace_speed} 1 (2: twice as fast)")
         return self
 
 

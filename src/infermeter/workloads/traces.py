@@ -39,7 +39,7 @@ from typing import NamedTuple
 import orjson
 
 from infermeter.core.prompt import Prompt
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads._common import PromptList, decode_batch, rng_for, user_turn
 from infermeter.workloads.random_tokens import chat_wrap, exact_texts, token_pool
 from infermeter.workloads.specs import TraceSpec
@@ -64,15 +64,16 @@ def read_trace(path_spec: str, fmt: str = "auto") -> tuple[list[Row], int | None
     if path_spec.startswith("infermeter:"):
         name = path_spec.split(":", 1)[1]
         if name not in BUNDLED:
-            raise UserError(f"--dataset-path {path_spec}: no bundled trace of that name",
-                            f"use one of {', '.join('infermeter:' + n for n in BUNDLED)}")
+            raise FieldError("workload.dataset_path", path_spec, "{workload.dataset_path} {value}: no bundled trace "
+                             "of that name", "use one of {known}", known=", ".join("infermeter:" + n for n in BUNDLED))
         fname, block = BUNDLED[name]
         text = files("infermeter.workloads").joinpath(f"data/{fname}").read_text(encoding="utf-8")
         where = path_spec
     else:
         path = Path(path_spec)
         if not path.is_file():
-            raise UserError(f"--dataset-path {path_spec!r}: no such file", "give a trace file or infermeter:NAME")
+            raise FieldError("workload.dataset_path", path_spec, "{workload.dataset_path} {value!r}: no such file",
+                             "give a trace file or infermeter:NAME")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

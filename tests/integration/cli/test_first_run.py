@@ -12,7 +12,7 @@ import yaml
 
 from infermeter.cli.main import main
 from infermeter.cli.summary import summary_lines, validity_reason
-from infermeter.runner import session
+from infermeter.runner import analyse
 from infermeter.testserver.helper import run_test_server
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def calm_client(monkeypatch):
     """Busy shared cores make the real client check fire; these runs test the rest."""
-    monkeypatch.setattr(session, "judge_client",
+    monkeypatch.setattr(analyse, "judge_client",
                         lambda stats, *a, **k: setattr(stats, "client_error_bound_pct", {"ttft": 0.5, "itl": 1.5}))
 
 

@@ -32,7 +32,7 @@ def spec(server_url, tokenizer_dir, tmp_path, **kw) -> RunSpec:
                 dataset_name="random", random_input_len=16, random_output_len=8, ignore_eos=True,
                 num_prompts=6, max_concurrency=3, result_dir=str(tmp_path), progress=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 def cli_args(base_url, tokenizer_dir, tmp_path, *extra) -> list[str]:

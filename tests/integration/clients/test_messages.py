@@ -92,9 +92,9 @@ def test_url_credentials_beside_an_api_key_name_the_clash_not_the_path(test_serv
 def test_url_credentials_go_to_every_request_as_basic_auth(test_server, tokenizer_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = test_server(ttft_ms=5, itl_ms=1, keep_bodies=10)
-    spec = RunSpec(backend="vllm", base_url=server.base_url.replace("http://", "http://us%40er:p%3Aw@"),
+    spec = RunSpec.from_flat(dict(backend="vllm", base_url=server.base_url.replace("http://", "http://us%40er:p%3Aw@"),
                    model="test-model", tokenizer=str(tokenizer_dir), dataset_name="random", random_input_len=8,
-                   random_output_len=4, num_prompts=3, result_dir=str(tmp_path), progress=False)
+                   random_output_len=4, num_prompts=3, result_dir=str(tmp_path), progress=False))
     assert execute_run(spec).result["completed"] == 3
     bodies = server.get_json("/stats?bodies=1")["bodies"]
     assert len(bodies) == 3
@@ -104,9 +104,10 @@ def test_url_credentials_go_to_every_request_as_basic_auth(test_server, tokenize
 
 def test_bytes_that_are_not_utf8_are_called_so(test_server, tokenizer_dir, tmp_path):
     server = test_server(ttft_ms=5, itl_ms=1, faults=[{"mode": "bad_utf8", "every": 2}])
-    spec = RunSpec(backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
-                   dataset_name="random", random_input_len=8, random_output_len=4, ignore_eos=True,
-                   num_prompts=4, max_concurrency=1, result_dir=str(tmp_path), progress=False)
+    spec = RunSpec.from_flat(dict(
+        backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+        dataset_name="random", random_input_len=8, random_output_len=4, ignore_eos=True,
+        num_prompts=4, max_concurrency=1, result_dir=str(tmp_path), progress=False))
     report = execute_run(spec)
     failed = [r for r in read_records(report.records_path) if not r.ok]
     assert len(failed) == 2

@@ -16,9 +16,10 @@ TTFT_MS, ITL_MS, OUT = 20.0, 20.0, 8
 
 def _run(test_server, tokenizer_dir, tmp_path, fault, backend="vllm"):
     server = test_server(ttft_ms=TTFT_MS, itl_ms=ITL_MS, faults=[fault])
-    spec = RunSpec(backend=backend, base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
-                   dataset_name="random", random_input_len=16, random_output_len=OUT, ignore_eos=True,
-                   num_prompts=6, max_concurrency=3, result_dir=str(tmp_path), progress=False)
+    spec = RunSpec.from_flat(dict(
+        backend=backend, base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+        dataset_name="random", random_input_len=16, random_output_len=OUT, ignore_eos=True,
+        num_prompts=6, max_concurrency=3, result_dir=str(tmp_path), progress=False))
     report = execute_run(spec)
     assert server.stats()["faults"] == {fault["mode"]: 6}  # the fault did fire on every request
     return report.result, list(read_records(report.records_path))
@@ -53,9 +54,10 @@ def test_tgi_held_open_after_its_final_event(test_server, tokenizer_dir, tmp_pat
 
 def test_warmup_records_are_on_the_measured_windows_origin(test_server, tokenizer_dir, tmp_path):
     server = test_server(ttft_ms=20, itl_ms=20)
-    spec = RunSpec(backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
-                   dataset_name="random", random_input_len=16, random_output_len=OUT, ignore_eos=True,
-                   num_prompts=4, max_concurrency=2, warmup_requests=2, result_dir=str(tmp_path), progress=False)
+    spec = RunSpec.from_flat(dict(
+        backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+        dataset_name="random", random_input_len=16, random_output_len=OUT, ignore_eos=True,
+        num_prompts=4, max_concurrency=2, warmup_requests=2, result_dir=str(tmp_path), progress=False))
     report = execute_run(spec)
     recs = list(read_records(report.records_path))
     warm = [r for r in recs if r.warmup]

@@ -10,14 +10,14 @@ import pytest
 
 from infermeter.cli.main import main
 from infermeter.cli.summary import summary_lines
-from infermeter.runner import session
+from infermeter.runner import analyse
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def calm_client(monkeypatch):
-    monkeypatch.setattr(session, "judge_client",
+    monkeypatch.setattr(analyse, "judge_client",
                         lambda stats, *a, **k: setattr(stats, "client_error_bound_pct", {"ttft": 0.5, "itl": 1.5}))
 
 

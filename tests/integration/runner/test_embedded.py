@@ -33,7 +33,7 @@ def spec(llama, tmp_path, **kw) -> RunSpec:
                 dataset_name="random", random_input_len=48, random_output_len=12, ignore_eos=True,
                 num_prompts=12, result_dir=str(tmp_path), progress=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])

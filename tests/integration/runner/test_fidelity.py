@@ -49,10 +49,10 @@ def test_two_shards_merged_equal_the_unsharded_run(test_server, tokenizer_dir, t
     merged = _cli(["merge", str(tmp_path / "shards"), "-o", str(tmp_path / "merged.json")])
     assert merged.returncode == 0, merged.stderr
     m = json.loads((tmp_path / "merged.json").read_text())
-    whole = execute_run(RunSpec(backend="vllm", base_url=server.base_url, model="test-model",
+    whole = execute_run(RunSpec.from_flat(dict(backend="vllm", base_url=server.base_url, model="test-model",
                                 tokenizer=str(tokenizer_dir), random_input_len=16, random_output_len=8,
                                 ignore_eos=True, num_prompts=40, request_rate=40.0, arrival="constant", seed=3,
-                                result_dir=str(tmp_path / "whole"), progress=False))
+                                result_dir=str(tmp_path / "whole"), progress=False)))
     w = whole.result
     assert m["completed"] == w["completed"] == 40 and m["failed"] == 0
     assert m["total_output_tokens"] == w["total_output_tokens"] == 320
@@ -115,10 +115,10 @@ def test_start_at_in_the_past_is_a_usage_error(test_server, tokenizer_dir, tmp_p
 def test_an_overloaded_client_is_flagged_client_bound(test_server, tokenizer_dir, tmp_path, monkeypatch):
     server = test_server(ttft_ms=20, itl_ms=2)
     monkeypatch.setenv("INFERMETER_TEST_BURN", "3:4")  # the loop is busy 3 ms of every 4
-    r = execute_run(RunSpec(backend="vllm", base_url=server.base_url, model="test-model",
+    r = execute_run(RunSpec.from_flat(dict(backend="vllm", base_url=server.base_url, model="test-model",
                             tokenizer=str(tokenizer_dir), random_input_len=16, random_output_len=32,
                             ignore_eos=True, num_prompts=24, max_concurrency=8, result_dir=str(tmp_path),
-                            progress=False)).result
+                            progress=False))).result
     client = r["infermeter"]["client"]
     assert client["client_bound"] is True
     assert client["loop_lag_mean_ms"] > 0.5

@@ -72,10 +72,10 @@ def test_three_nodes_meet_run_from_one_instant_and_merge_exactly(test_server, to
     for key in ("median_ttft_ms", "p99_ttft_ms", "p90_itl_ms", "median_e2el_ms", "mean_tpot_ms"):
         assert m[key] == pytest.approx(again[key], rel=1e-9), key
     # and the same schedule run by one process gives the same requests at the same offsets
-    whole = execute_run(RunSpec(backend="vllm", base_url=server.base_url, model="test-model",
-                                tokenizer=str(tokenizer_dir), random_input_len=16, random_output_len=8,
-                                ignore_eos=True, num_prompts=45, request_rate=30.0, arrival="poisson", seed=5,
-                                result_dir=str(tmp_path / "whole"), progress=False)).result
+    whole = execute_run(RunSpec.from_flat(dict(
+        backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+        random_input_len=16, random_output_len=8, ignore_eos=True, num_prompts=45, request_rate=30.0,
+        arrival="poisson", seed=5, result_dir=str(tmp_path / "whole"), progress=False))).result
     wrecs = sorted((r for r in read_records(tmp_path / "whole" / whole["infermeter"]["records_file"])
                     if not r.warmup), key=lambda r: r.index)
     assert m["input_lens"] == whole["input_lens"]

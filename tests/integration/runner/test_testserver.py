@@ -24,7 +24,7 @@ def spec(server, tokenizer_dir, tmp_path, **kw) -> RunSpec:
                 dataset_name="random", random_input_len=32, random_output_len=16, ignore_eos=True,
                 num_prompts=24, result_dir=str(tmp_path), progress=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])

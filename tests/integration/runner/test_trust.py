@@ -9,7 +9,7 @@ import pytest
 
 from infermeter.cli.main import main
 from infermeter.errors import UserError
-from infermeter.runner import session
+from infermeter.runner import analyse
 from infermeter.runner.capacity import parse_slos, search_capacity
 from infermeter.runner.execute import execute_run
 from infermeter.runner.spec import RunSpec
@@ -22,13 +22,13 @@ def spec(server, tokenizer_dir, tmp_path, **kw) -> RunSpec:
                 dataset_name="random", random_input_len=16, random_output_len=8, ignore_eos=True,
                 num_prompts=24, result_dir=str(tmp_path), progress=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 @pytest.fixture
 def calm_client(monkeypatch):
     """Busy shared cores make the real client check fire; these runs test the other rules."""
-    monkeypatch.setattr(session, "judge_client",
+    monkeypatch.setattr(analyse, "judge_client",
                         lambda stats, *a, **k: setattr(stats, "client_error_bound_pct", {"ttft": 0.0, "itl": 0.0}))
 
 
@@ -122,7 +122,7 @@ def test_client_bound_invalidates_and_summary_says_so(test_server, tokenizer_dir
         stats.client_bound, stats.reasons = True, ["injected: inter-token gaps may move by 9%"]
         stats.client_error_bound_pct, stats.client_error_tolerance_pct = {"ttft": 0.4, "itl": 9.0}, 5.0
 
-    monkeypatch.setattr(session, "judge_client", bound)
+    monkeypatch.setattr(analyse, "judge_client", bound)
     server = test_server(ttft_ms=5, itl_ms=1)
     code = main(["run", "--base-url", server.base_url, "--model", "test-model", "--tokenizer", str(tokenizer_dir),
                  "--random-input-len", "16", "--random-output-len", "4", "--ignore-eos", "--num-prompts", "8",
@@ -143,8 +143,8 @@ def test_capacity_search_finds_the_servers_knee(test_server, tokenizer_dir, tmp_
     server = test_server(ttft_ms=50, itl_ms=5, max_concurrency=2)
     base = spec(server, tokenizer_dir, tmp_path, random_output_len=10, num_prompts=60, arrival="constant",
                 request_rate=10.0)
-    closed = execute_run(base.model_copy(update={"request_rate": math.inf, "arrival": None, "max_concurrency": 2,
-                                                 "num_prompts": 40, "result_filename": "closed.json"})).result
+    closed = execute_run(base.replace(request_rate=math.inf, arrival=None, max_concurrency=2,
+                                      num_prompts=40, result_filename="closed.json")).result
     true_capacity = closed["request_throughput"]  # what 2 always-busy slots deliver here
     assert 17 < true_capacity < 22
     out = search_capacity(base, parse_slos("ttft_p90<=100"), low=10, high=30, rel_tol=0.03, max_runs=7)
@@ -183,7 +183,7 @@ def test_capacity_is_not_below_a_low_load_that_met_its_slo(test_server, tokenize
         stats.client_bound, stats.reasons = True, ["injected: inter-token gaps may move by 9%"]
         stats.client_error_bound_pct, stats.client_error_tolerance_pct = {"ttft": 0.3, "itl": 9.0}, 5.0
 
-    monkeypatch.setattr(session, "judge_client", itl_bound)
+    monkeypatch.setattr(analyse, "judge_client", itl_bound)
     server = test_server(ttft_ms=20, itl_ms=5, max_concurrency=16)
     base = spec(server, tokenizer_dir, tmp_path, random_output_len=8, num_prompts=60, arrival="constant",
                 request_rate=5.0, warmup_requests=2)
@@ -195,7 +195,7 @@ def test_capacity_is_not_below_a_low_load_that_met_its_slo(test_server, tokenize
     assert out["status"] != "below-low" and out["capacity"] >= 5
     assert "client-bound" in [r["code"] for r in out["answer_reasons"]]
     # an ITL SLO is another matter: the same finding fails it
-    out = search_capacity(base.model_copy(update={"result_dir": str(tmp_path / "itl")}),
+    out = search_capacity(base.replace(result_dir=str(tmp_path / "itl")),
                           parse_slos("itl_p90<=200"), low=5, high=40, max_runs=2, confidence=0.95)
     assert out["status"] == "below-low" and [r["code"] for r in out["low_blocking"]] == ["client-bound"]
 
@@ -245,10 +245,10 @@ def short_streaming_server():
 def test_server_token_counts_are_checked_against_what_was_streamed(short_streaming_server, tokenizer_dir, tmp_path,
                                                                     calm_client):
     # --ignore-eos, 8 tokens asked, 2 streamed, usage says 8.  Before: counted as 8, work exact, no warning.
-    r = execute_run(RunSpec(backend="vllm", base_url=short_streaming_server, model="test-model",
+    r = execute_run(RunSpec.from_flat(dict(backend="vllm", base_url=short_streaming_server, model="test-model",
                             tokenizer=str(tokenizer_dir), dataset_name="random", random_input_len=16,
                             random_output_len=8, ignore_eos=True, num_prompts=12, metric_percentiles="50",
-                            result_dir=str(tmp_path), progress=False)).result
+                            result_dir=str(tmp_path), progress=False))).result
     im = r["infermeter"]
     check = im["work"]["token_count_crosscheck"]
     assert check["checked"] == 12 and check["mismatched"] == 12 and check["server_output_tokens"] == 96

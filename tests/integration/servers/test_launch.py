@@ -62,9 +62,9 @@ def test_launch_measure_and_stop_llama_server(engine, tmp_path):
         assert props["total_slots"] == 3
         assert props["default_generation_settings"]["n_ctx"] == 512
         assert [m["id"] for m in get_json(base + "/v1/models")["data"]] == [model.model_id]
-        report = execute_run(RunSpec(**server.run_fields(), tokenizer=str(model.tokenizer_dir),
+        report = execute_run(RunSpec.from_flat(dict(**server.run_fields(), tokenizer=str(model.tokenizer_dir),
                                      random_input_len=32, random_output_len=6, num_prompts=6, max_concurrency=3,
-                                     result_dir=str(tmp_path), progress=False))
+                                     result_dir=str(tmp_path), progress=False)))
         assert report.result["completed"] == 6 and report.result["output_lens"] == [6] * 6  # ignore_eos honoured
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(server.metrics_url, timeout=10) as r:
             assert b"llamacpp:" in r.read()  # --metrics

@@ -98,8 +98,9 @@ def test_transformers_serve_profile(tiny_hf, tmp_path):
         # why the profile never sends ignore_eos: the server refuses unknown fields
         status, body = post(chat, {**msg, "ignore_eos": True})
         assert status == 422 and "ignore_eos" in json.dumps(body)
-        report = execute_run(RunSpec(**fields, tokenizer=str(model_dir), random_input_len=16, random_output_len=4,
-                                     num_prompts=3, max_concurrency=2, result_dir=str(tmp_path), progress=False))
+        report = execute_run(RunSpec.from_flat(dict(
+            **fields, tokenizer=str(model_dir), random_input_len=16, random_output_len=4,
+            num_prompts=3, max_concurrency=2, result_dir=str(tmp_path), progress=False)))
         assert report.result["completed"] == 3, report.result["errors"]
         prov = server.provenance()
     assert not server.running

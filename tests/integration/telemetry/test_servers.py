@@ -93,11 +93,12 @@ def test_run_on_the_test_server_with_telemetry(test_server, tokenizer_dir, tmp_p
     """execute_run samples the server's /metrics through the run: the server's own TTFT
     histogram over the measured window beside the client's, warm-up excluded."""
     server = test_server(ttft_ms=40, itl_ms=2)
-    spec = RunSpec(backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
-                   dataset_name="random", random_input_len=16, random_output_len=8, ignore_eos=True,
-                   num_prompts=12, max_concurrency=3, warmup_requests=2, result_dir=str(tmp_path),
-                   result_filename="run.json", progress=False,
-                   telemetry_interval=0.05)  # a short run: scrape often enough to land inside it
+    spec = RunSpec.from_flat(dict(
+        backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
+        dataset_name="random", random_input_len=16, random_output_len=8, ignore_eos=True,
+        num_prompts=12, max_concurrency=3, warmup_requests=2, result_dir=str(tmp_path),
+        result_filename="run.json", progress=False,
+        telemetry_interval=0.05))  # a short run: scrape often enough to land inside it
     report = execute_run(spec)
     summary = report.result["infermeter"]["telemetry"]
     w = summary["server"]["window"]

@@ -32,7 +32,7 @@ def spec(llama, tmp_path, **kw) -> RunSpec:
     base = dict(backend="llama.cpp", base_url=server.base_url, tokenizer=str(model.tokenizer_dir),
                 ignore_eos=True, max_concurrency=4, result_dir=str(tmp_path), progress=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/completions", "/v1/chat/completions"])

@@ -22,7 +22,7 @@ def spec(server, tokenizer_dir, tmp_path, **kw) -> RunSpec:
                 dataset_name="random", random_input_len=32, random_output_len=8, ignore_eos=True,
                 num_prompts=12, result_dir=str(tmp_path), progress=False, telemetry=False)
     base.update(kw)
-    return RunSpec(**base)
+    return RunSpec.from_flat(base)
 
 
 @pytest.mark.parametrize("load", [{"max_concurrency": 2}, {"request_rate": 20.0}], ids=["concurrency", "rate"])

@@ -20,9 +20,11 @@ from infermeter.core.exchange import ErrorClass, RawExchange
 from infermeter.clients.protocols import OpenAIProtocol, TGIProtocol
 from infermeter.core.protocol import RequestOptions
 from infermeter.clients.sse import MAX_EVENT_BYTES
-from infermeter.errors import UserError, safe_text, user_error_from_validation
+from infermeter.cli.options import worded_for_cli
+from infermeter.errors import FieldError, UserError, safe_text, user_error_from_validation
 from infermeter.core.records import RequestRecord
-from infermeter.runner.spec import RunSpec
+from infermeter.runner.plan import resolve
+from infermeter.runner.spec import FIELD_SECTION, SECTIONS, RunSpec
 from infermeter.secrets import api_key_from, check_headers, parse_headers, redact_argv, redact_headers
 from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
 
@@ -101,7 +103,7 @@ def test_a_validation_error_from_runspec_is_one_line(monkeypatch, capsys):
     import infermeter.cli.run_cmd as run_cmd
 
     def bad_spec(**kw):
-        return RunSpec.model_validate({**kw, "num_prompts": "many"})
+        return RunSpec.from_flat({**kw, "num_prompts": "many"})
 
     monkeypatch.setattr(run_cmd, "runspec_from_flags", lambda fields: bad_spec(**fields))
     code = main(["run", "--base-url", "http://127.0.0.1:1"])
@@ -123,19 +125,40 @@ def test_an_internal_error_is_one_line_exit_1(monkeypatch, capsys):
     assert "internal error: RuntimeError: kaput ?[31mred" in err and "INFERMETER_DEBUG=1" in err
 
 
-def test_user_error_from_validation_names_the_flag():
-    with pytest.raises(ValidationError) as info:
-        RunSpec.model_validate({"save_generated_text": "perhaps", "bogus": 1})
-    err = user_error_from_validation(info.value)
+def test_a_wrong_type_names_the_field_and_the_cli_names_the_flag():
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as info:
+        RunSpec.from_flat({"save_generated_text": "perhaps", "telemetry": "maybe"})
+    assert info.value.field == "output.save_generated_text"
+    assert str(info.value).startswith("output.save_generated_text 'perhaps': Input should be a valid boolean")
+    err = worded_for_cli(info.value)
     assert str(err).startswith("--save-detailed 'perhaps': Input should be a valid boolean")
     assert "(and 1 more problem)" in str(err) and err.exit_code == 2
+    with pytest.raises(FieldError) as info:
+        RunSpec.from_flat({"bogus": 1})
+    assert str(worded_for_cli(info.value)).startswith("unknown setting 'bogus'") and info.value.field == "bogus"
+
+
+def test_user_error_from_validation_names_the_field():
+    from pydantic import BaseModel, ConfigDict
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_model_len: int = 1
+
     with pytest.raises(ValidationError) as info:
-        RunSpec.model_validate({"bogus": 1})
+        Settings.model_validate({"max_model_len": "long", "bogus": 1})
+    err = user_error_from_validation(info.value)
+    assert str(err).startswith("--max-model-len 'long': Input should be a valid integer")
+    assert "(and 1 more problem)" in str(err) and err.exit_code == 2
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate({"bogus": 1})
     assert str(user_error_from_validation(info.value)).startswith("unknown setting 'bogus'")
 
 
 # --------------------------------------------------------------------------- RunSpec fuzz
-FIELDS = list(RunSpec.model_fields)
+FIELDS = list(FIELD_SECTION)
 JUNK = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
     | st.sampled_from(["inf", "nan", "-1", "0", "1e400", "http://x", "10000000000000000000000"]),
@@ -176,7 +199,8 @@ def _field_values(name: str, annotation) -> st.SearchStrategy:
 
 
 SPEC_DICTS = st.fixed_dictionaries(
-    {}, optional={name: _field_values(name, f.annotation) for name, f in RunSpec.model_fields.items()}
+    {}, optional={name: _field_values(name, f.annotation) for section in SECTIONS.values()
+                  for name, f in section.model_fields.items()}
 ) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=10), JUNK, max_size=8)
 
 
@@ -184,15 +208,15 @@ SPEC_DICTS = st.fixed_dictionaries(
 @given(SPEC_DICTS)
 def test_runspec_validation_never_fails_any_other_way(data):
     try:
-        spec = RunSpec.model_validate(data)
-    except (ValidationError, UserError) as exc:
+        plan = resolve(RunSpec.from_flat(data))
+    except UserError as exc:
         str(exc)  # and the message itself can be built
-        if isinstance(exc, ValidationError):
-            str(user_error_from_validation(exc))
+        if isinstance(exc, FieldError):
+            str(worded_for_cli(exc))
         return
-    spec.check()  # a valid spec stays valid
-    assert spec.num_prompts >= 1 and (spec.max_concurrency is None or spec.max_concurrency >= 1)
-    assert not math.isnan(spec.request_rate) and spec.request_rate > 0
+    ld = plan.spec.load
+    assert ld.num_prompts >= 1 and (ld.max_concurrency is None or ld.max_concurrency >= 1)
+    assert not math.isnan(ld.request_rate) and ld.request_rate > 0
 
 
 # --------------------------------------------------------------------------- terminal safety

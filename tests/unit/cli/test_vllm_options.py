@@ -13,6 +13,7 @@ from infermeter.cli.main import main
 from infermeter.cli.options import build_parser, normalize, parse_run_args
 from infermeter.cli.vllm_table import VLLM_OPTIONS, markdown_table
 from infermeter.errors import UserError
+from infermeter.runner.plan import resolve
 from infermeter.runner.spec import runspec_from_flags
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -120,7 +121,7 @@ def test_sonnet_dataset_path_reaches_the_workload(tmp_path):
     text = tmp_path / "lines.txt"
     text.write_text("alpha beta\ngamma delta\n")
     spec = runspec_from_flags(fields(f"--dataset-name sonnet --dataset-path={text} --num-prompt=1"))
-    assert spec.workload_spec().path == text
+    assert resolve(spec).workload.path == text
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -207,7 +208,7 @@ def test_corpus_of_real_command_lines(cmd, expect):
     for pair in expect.split(";"):
         key, _, value = pair.strip().partition("=")
         assert str(got[key]) == value, (key, got[key])
-    runspec_from_flags({**got, "dataset_path": None} if got["dataset_name"] == "sonnet" else got)
+    resolve(runspec_from_flags({**got, "dataset_path": None} if got["dataset_name"] == "sonnet" else got))
 
 
 def test_the_rendered_dstack_load_task_saves_its_results():
@@ -219,3 +220,20 @@ def test_the_rendered_dstack_load_task_saves_its_results():
     argv = shlex.split(line)[2:]
     got, settings = parse_run_args(argv)
     assert settings["save_result"] and got["result_dir"] == "/results" and got["result_filename"] == "shard-0.json"
+
+
+def test_field_errors_are_worded_with_the_flag_that_sets_the_field(capsys):
+    from infermeter.cli.main import main
+    from infermeter.cli.options import FLAG_OF_FIELD, OWN_FIELDS, OWN_OPTIONS, flag_name
+    from infermeter.runner.spec import FIELD_SECTION, field_path
+
+    setters = {f: {o.flag for o in VLLM_OPTIONS if f in o.fields} for f in FIELD_SECTION}
+    for flags, kw in OWN_OPTIONS:
+        setters.get(OWN_FIELDS.get(flags[0]) or kw.get("dest") or flags[0][2:].replace("-", "_"), set()).add(flags[0])
+    for name, flag in FLAG_OF_FIELD.items():
+        assert flag in setters[name] and flag_name(field_path(name)) == flag
+    assert flag_name("load.warmup_requests") == "--warmup-requests" and flag_name("target.headers") == "--header"
+    assert flag_name("output.cell_id") == "output.cell_id"  # no flag sets it
+    assert main(["run", "--base-url", "http://127.0.0.1:1", "--num-prompts", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ("infermeter: error: --num-prompts 0 must be at least 1 — "
+                                               "pass --num-prompts N with N >= 1")

@@ -72,9 +72,10 @@ def test_runspec_of_a_cell_is_an_ordinary_run():
     cell = build_plan(parse_spec(SPEC))[0]
     rs = runspec_from_settings(cell.settings, base_url="http://127.0.0.1:8000", tokenizer=None,
                                result_dir="/tmp/x", result_filename="result.json")
-    assert rs.base_url == "http://127.0.0.1:8000" and rs.model == "m" and rs.num_prompts == 1
-    assert rs.ignore_eos is True and rs.random_input_len == 100 and rs.result_filename == "result.json"
-    assert rs.metadata["experiment_cell"] == cell.cell_id
+    assert rs.target.base_url == "http://127.0.0.1:8000" and rs.target.model == "m" and rs.load.num_prompts == 1
+    assert rs.client.ignore_eos is True and rs.workload.random_input_len == 100
+    assert rs.output.result_filename == "result.json"
+    assert rs.output.metadata["experiment_cell"] == cell.cell_id
 
 
 def test_fingerprint_ignores_the_url_but_not_the_workload():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.load.schedule import LoadMode, arrival_offsets, make_plan, offered_rate, ramp_rates
 
 
@@ -69,10 +69,13 @@ def test_offsets_are_absolute_and_increasing():
     ({"num_requests": 5, "request_rate": 1.0, "arrival": "uniform"}, "--arrival"),
     ({"num_requests": 5, "arrival": "constant"}, "--arrival"),
 ])
-def test_bad_load_flags_name_the_flag(kwargs, flag):
-    with pytest.raises(UserError) as err:
+def test_bad_load_flags_name_the_field_and_the_cli_names_the_flag(kwargs, flag):
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as err:
         make_plan(**kwargs)
-    assert flag in str(err.value) and "\n" not in str(err.value)
+    assert err.value.field.startswith("load.") and "--" not in str(err.value)
+    assert flag in str(worded_for_cli(err.value)) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("n, rate, burstiness, seed", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError
 from infermeter.metrics.efficiency import GpuCount, Price, efficiency
 from infermeter.runner.efficiency import efficiency_for
 from infermeter.runner.spec import RunSpec
@@ -190,18 +190,21 @@ def test_not_available_with_reasons():
 
 
 def test_run_options_state_the_price_basis():
-    with pytest.raises(UserError, match="--gpu-price-per gpu"):
-        RunSpec(gpu_price=2.5)
-    with pytest.raises(UserError, match="positive"):
-        RunSpec(gpu_price=-1, gpu_price_per="gpu")
-    with pytest.raises(UserError, match="both give the price"):
-        RunSpec(gpu_price=2.5, gpu_price_per="node", dstack_run="vllm")
-    spec = RunSpec(gpu_price=2.5, gpu_price_per="gpu", gpu_count=4)
+    from infermeter.runner.plan import resolve
+
+    with pytest.raises(FieldError, match="add cost.gpu_price_per gpu") as info:
+        resolve(RunSpec.from_flat(dict(gpu_price=2.5)))
+    assert info.value.field == "cost.gpu_price_per"
+    with pytest.raises(FieldError, match="positive"):
+        resolve(RunSpec.from_flat(dict(gpu_price=-1, gpu_price_per="gpu")))
+    with pytest.raises(FieldError, match="both give the price"):
+        resolve(RunSpec.from_flat(dict(gpu_price=2.5, gpu_price_per="node", dstack_run="vllm")))
+    spec = RunSpec.from_flat(dict(gpu_price=2.5, gpu_price_per="gpu", gpu_count=4))
     block = efficiency_for({**RESULT, "infermeter": {"telemetry": _telemetry(1000.0, gpus=8)}}, spec)
     assert block["gpu_count"] == 4 and block["gpu_count_source"] == "--gpu-count"  # stated beats telemetry
     assert block["node_usd_per_hour"] == 10.0
     assert "summed over the 8 GPUs sampled" in block["energy_note"]
-    launched = RunSpec(gpu_price=2.5, gpu_price_per="gpu", launch_gpu_count=2, cell_id="t.w.burst-1.r0")
+    launched = RunSpec.from_flat(dict(gpu_price=2.5, gpu_price_per="gpu", launch_gpu_count=2, cell_id="t.w.burst-1.r0"))
     block = efficiency_for({**RESULT, "infermeter": {"telemetry": _telemetry(1000.0, gpus=8)}}, launched)
     assert (block["gpu_count"], block["gpu_count_source"]) == (2, "launch profile")
     assert block["price"]["source"] == "spec"
@@ -266,7 +269,7 @@ def test_dstack_price_in_the_result():
         calls.append((name, project))
         return offer_of(doc, name)
 
-    spec = RunSpec(dstack_run="main/vllm-h100")
+    spec = RunSpec.from_flat(dict(dstack_run="main/vllm-h100"))
     block = efficiency_for({**RESULT, "infermeter": {"telemetry": _telemetry(None)}}, spec, read_dstack=read)
     assert calls == [("vllm-h100", "main")]
     assert block["price"]["source"] == "dstack" and block["price"]["per"] == "node"
@@ -365,7 +368,7 @@ def test_sweep_targets_state_price_and_gpus():
         spec(gpu_price=2.0)
     (cell,) = build_plan(spec(gpu_price=2.0, gpu_price_per="gpu", gpu_count=4))
     run = runspec_from_settings(cell.settings, base_url="http://127.0.0.1:8000", tokenizer=None, result_dir="r")
-    assert (run.gpu_price, run.gpu_price_per, run.gpu_count) == (2.0, "gpu", 4)
+    assert (run.cost.gpu_price, run.cost.gpu_price_per, run.cost.gpu_count) == (2.0, "gpu", 4)
     (plain,) = build_plan(spec())
     assert fingerprint(cell.settings) == fingerprint(plain.settings)  # a price is not what is measured
 

@@ -150,7 +150,7 @@ def fake_runner(knee: float, tmp_path):
     calls = []
 
     def run(spec: RunSpec):
-        load = spec.request_rate
+        load = spec.load.request_rate
         calls.append(load)
         path = tmp_path / f"{load}.records.jsonl"
         w = RecordWriter(path)
@@ -166,7 +166,7 @@ def fake_runner(knee: float, tmp_path):
 
 def test_bisection_brackets_the_knee(tmp_path):
     run, calls = fake_runner(17.3, tmp_path)
-    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    base = RunSpec.from_flat(dict(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path)))
     out = search_capacity(base, parse_slos("ttft_p90<=100"), low=1, high=64, rel_tol=0.01, max_runs=20, run=run)
     assert out["status"] == "found" and out["capacity"] <= 17.3 < out["first_failing"]
     assert (out["first_failing"] - out["capacity"]) / out["capacity"] <= 0.01
@@ -182,7 +182,7 @@ def probe_runner(tmp_path, *, slow_every: int | None = None, client: dict | None
     from infermeter.storage.files import RecordWriter
 
     def run(spec: RunSpec):
-        load = spec.request_rate
+        load = spec.load.request_rate
         path = tmp_path / f"{load}.records.jsonl"
         w = RecordWriter(path)
         for i in range(n):
@@ -201,7 +201,7 @@ def probe_runner(tmp_path, *, slow_every: int | None = None, client: dict | None
 def test_capacity_refuses_probes_too_small_to_support_the_claim(tmp_path):
     # 400 requests, none over: P99 at 99 % needs 459.  Before, every probe FAILed and the answer
     # was "below the lowest load" although that load met its SLO.
-    base = RunSpec(base_url="http://x:1", num_prompts=400, request_rate=1.0, result_dir=str(tmp_path))
+    base = RunSpec.from_flat(dict(base_url="http://x:1", num_prompts=400, request_rate=1.0, result_dir=str(tmp_path)))
     with pytest.raises(UserError, match="--num-prompts 400 cannot support ttft_p99<=200 at 99% .* 459"):
         search_capacity(base, parse_slos("ttft_p99<=200"), low=5, high=80, run=probe_runner(tmp_path, n=400))
 
@@ -209,7 +209,7 @@ def test_capacity_refuses_probes_too_small_to_support_the_claim(tmp_path):
 def test_capacity_never_says_below_low_when_the_low_load_met_its_slos(tmp_path):
     # 8 of 100 requests over 100 ms: the observed p90 meets "p90 <= 100", but at 99 % confidence
     # 100 samples allow only 3 over: unproven, not failed.
-    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    base = RunSpec.from_flat(dict(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path)))
     out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80,
                           run=probe_runner(tmp_path, slow_every=13))
     assert out["status"] == "unproven-low" and out["capacity"] is None, out
@@ -222,7 +222,7 @@ def test_a_probe_fails_only_for_reasons_that_bear_on_its_slos(tmp_path):
     # The client may have moved inter-token gaps by 12 % (past the tolerance: INVALID), and TTFT by 0.5 %.
     client = {"client_error_bound_pct": {"ttft": 0.5, "itl": 12.0}, "cpu_utilization": 0.2, "client_bound": True,
               "reasons": ["inter-token gaps may move by 12%"]}
-    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    base = RunSpec.from_flat(dict(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path)))
     out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80, run=probe_runner(tmp_path, client=client))
     assert out["status"] == "at-least-high" and out["capacity"] == 80, out
     assert all(p["validity"] == "INVALID" and p["passed"] for p in out["curve"])
@@ -240,7 +240,7 @@ def test_capacity_output_says_unproven_and_shows_other_reasons(tmp_path):
 
     from infermeter.cli.capacity_cmd import print_capacity
 
-    base = RunSpec(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path))
+    base = RunSpec.from_flat(dict(base_url="http://x:1", num_prompts=100, request_rate=1.0, result_dir=str(tmp_path)))
     out = search_capacity(base, parse_slos("ttft_p90<=100"), low=5, high=80,
                           run=probe_runner(tmp_path, slow_every=13))
     buf = StringIO()

@@ -3,6 +3,8 @@ Pareto charts per load mode, hover points, and the loads chosen for a close look
 
 from __future__ import annotations
 
+import math
+
 import json
 
 import pytest
@@ -173,3 +175,14 @@ def test_timeline_series_from_records():
     xs, ys, width = tokens_per_second(recs)
     assert len(xs) == len(ys) and ys[-1] == ys[-2]  # the last bin is drawn to its right edge
     assert sum(y * width for y in ys[:-1]) == pytest.approx(8)  # every token counted once
+
+
+def test_a_sampled_series_is_broken_across_a_gap_not_drawn_flat():
+    # llama-server answered /metrics only before and after a 3 s burst: before, a flat 0 line across the
+    # run showed "0 requests running" while 64 were.
+    from infermeter.reports.charts.timelines import broken
+
+    xs, ys, gaps = broken([-0.04, -0.03, -0.02, 2.92], [0.0, 0.0, 0.0, 0.0])
+    assert gaps == [(-0.02, 2.92)] and math.isnan(xs[3]) and math.isnan(ys[3]) and xs[-1] == 2.92
+    xs, ys, gaps = broken([0.0, 1.0, 2.0, 3.1], [1, 2, 3, 4])  # 1 s sampling: no gap
+    assert gaps == [] and xs == [0.0, 1.0, 2.0, 3.1]

@@ -83,3 +83,31 @@ def test_a_wrong_rank_is_refused(tmp_path):
     _node(port, 0, 3, out)
     rv.close()
     assert isinstance(out[0], UserError) and "does not fit" in str(out[0])
+
+
+def test_a_bad_setting_crosses_the_barrier_as_a_field_error(tmp_path):
+    from infermeter.errors import FieldError
+    from infermeter.runner.barrier import sent_error
+
+    rv = Rendezvous(1, tmp_path, what="worker")
+    port = rv.start()
+    bad = FieldError("load.num_prompts", 0, "{load.num_prompts} {value} must be at least 1",
+                     "pass {load.num_prompts} N")
+    link = NodeLink("127.0.0.1", port, 0, 1, connect_timeout=10)
+    link.fail(bad.problem, bad.fix, bad.exit_code, field_error=sent_error(bad))
+    assert rv.wait(10)
+    link.close()
+    rv.close()
+    assert isinstance(rv.error, FieldError) and rv.error.field == "load.num_prompts"
+    worded = rv.error.worded(lambda path: "--" + path.split(".")[-1].replace("_", "-"))
+    assert str(worded) == "worker 0: --num-prompts 0 must be at least 1 — pass --num-prompts N"
+
+
+def test_a_field_error_json_cannot_keep_goes_as_its_text():
+    from infermeter.errors import FieldError
+    from infermeter.runner.barrier import received_error, sent_error
+
+    bad = FieldError("load.request_rate", float("nan"), "{load.request_rate} {value} is not a rate")
+    assert sent_error(bad) is None  # JSON has no NaN
+    err = received_error({"problem": bad.problem, "fix": None, "exit_code": 2}, "node 1: ")
+    assert not isinstance(err, FieldError) and str(err) == "node 1: load.request_rate nan is not a rate"

@@ -17,7 +17,7 @@ from infermeter.core.prompt import Prompt
 from infermeter.core.protocol import RequestOptions
 from infermeter.core.outcome import Counters, StopPolicy
 from infermeter.core.records import RequestRecord
-from infermeter.errors import StorageError, UserError
+from infermeter.errors import FieldError, StorageError, UserError
 from infermeter.load.generator import LoadRunner
 from infermeter.load.schedule import make_plan
 from infermeter.reports.markdown import md_text
@@ -78,9 +78,11 @@ def test_records_writer_never_opens_an_existing_file_by_default(tmp_path):
 # --------------------------------------------------------------------------- where files go
 @pytest.mark.parametrize("name", ["../../x.json", "/tmp/x.json", "sub/x.json", "..", ""])
 def test_result_filename_must_be_a_plain_name_inside_the_result_dir(name):
-    with pytest.raises(UserError, match="plain file name") as info:
-        RunSpec(result_filename=name)
-    assert "--result-dir" in info.value.fix
+    from infermeter.runner.plan import resolve
+
+    with pytest.raises(FieldError, match="plain file name") as info:
+        resolve(RunSpec.from_flat(dict(result_filename=name)))
+    assert "output.result_dir" in info.value.fix and info.value.field == "output.result_filename"
 
 
 def test_result_filename_with_a_path_is_one_line_before_any_server(tmp_path, capsys):

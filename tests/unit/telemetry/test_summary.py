@@ -194,14 +194,9 @@ def test_disabled_session_does_nothing():
 
 
 def test_for_run_reads_spec_settings():
-    class Spec:
-        telemetry_gpu = "none"
-        telemetry_interval = 0.25
+    from infermeter.runner.sections import TelemetrySection
 
-        def uses_embedded_engine(self) -> bool:
-            return False
-
-    tel = TelemetrySession.for_run(Spec())
+    tel = TelemetrySession.for_run(TelemetrySection(telemetry_gpu="none", telemetry_interval=0.25))
     assert tel.gpu_choice == "none" and tel.interval == 0.25 and tel.enabled
     assert tel.timeline.initial == "ready" and not tel.mark_loading  # an external server is loaded already
 

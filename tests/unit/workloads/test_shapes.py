@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.load.schedule import LoadMode, arrival_offsets, make_plan, offered_rates, trace_plan
 from infermeter.workloads import MultiTurnSpec, SharedPrefixSpec, TraceSpec, load_tokenizer, make_prompts
 from infermeter.workloads.traces import read_trace
@@ -37,11 +38,15 @@ def test_shared_prefix_is_exact_grouped_and_deterministic(tok, chat):
     assert all(p.output_len == 5 for p in a)
 
 
-def test_shared_prefix_flags_are_named_in_errors():
-    with pytest.raises(UserError, match="--prefix-groups 0"):
+def test_shared_prefix_settings_are_named_in_errors():
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError, match="workload.prefix_groups 0") as info:
         SharedPrefixSpec(groups=0)
-    with pytest.raises(UserError, match="--question-len"):
+    assert "--prefix-groups 0" in str(worded_for_cli(info.value))
+    with pytest.raises(FieldError, match="workload.question_len") as info:
         SharedPrefixSpec(question_len=0)
+    assert "--question-len" in str(worded_for_cli(info.value))
 
 
 @pytest.mark.parametrize("source", ["infermeter:mooncake-small", "infermeter:burstgpt-small", "infermeter:azure-small"])
@@ -155,8 +160,11 @@ def test_duration_plans():
     ({"duration": 5.0, "request_rate": 2.0, "duration_grace": -1.0}, "--duration-grace"),
 ])
 def test_bad_load_shapes_are_one_line_errors(kw, match):
-    with pytest.raises(UserError, match=match):
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as info:
         make_plan(10, **kw)
+    assert re.search(match, str(worded_for_cli(info.value)))
 
 
 def test_trace_plan():
@@ -165,27 +173,30 @@ def test_trace_plan():
     assert "trace replay at 2x" in plan.describe()
     with pytest.raises(UserError, match="own schedule"):
         trace_plan(make_plan(10, request_rate=3.0), 48, 1.0)
-    with pytest.raises(UserError, match="--trace-speed 0"):
+    with pytest.raises(FieldError, match="workload.trace_speed 0") as info:
         trace_plan(make_plan(10), 48, 0.0)
+    assert info.value.field == "workload.trace_speed"
 
 
 def test_cli_flags_reach_the_run_spec():
     from infermeter.cli.options import parse_run_args
+    from infermeter.runner.plan import resolve
     from infermeter.runner.spec import RunSpec
 
     fields, _ = parse_run_args(["--dataset-name", "shared-prefix", "--prefix-groups", "3", "--prefix-len", "64",
                                 "--question-len", "8", "--rate-steps", "2,4", "--step-hold-s", "1"])
-    s = RunSpec(**fields)
-    assert s.workload_spec() == SharedPrefixSpec(groups=3, prefix_len=64, question_len=8, output_len=128)
-    assert s.load_plan().steps == (2.0, 4.0)
+    s = resolve(RunSpec.from_flat(fields))
+    assert s.workload == SharedPrefixSpec(groups=3, prefix_len=64, question_len=8, output_len=128)
+    assert s.load.steps == (2.0, 4.0)
     fields, _ = parse_run_args(["--dataset-name", "trace", "--dataset-path", "infermeter:azure-small",
                                 "--trace-speed", "3", "--max-concurrency", "4", "--duration", "9"])
-    plan = RunSpec(**fields).load_plan()
+    plan = resolve(RunSpec.from_flat(fields)).load
     assert plan.arrival == "trace" and plan.trace_speed == 3.0 and plan.duration_s == 9.0
     with pytest.raises(UserError, match="--rate-steps"):
         parse_run_args(["--rate-steps", "2,x", "--step-hold-s", "1"])
-    with pytest.raises(UserError, match="needs --dataset-path"):
-        RunSpec(dataset_name="multi-turn")
+    with pytest.raises(FieldError, match="needs workload.dataset_path") as info:
+        resolve(RunSpec.from_flat(dict(dataset_name="multi-turn")))
+    assert info.value.field == "workload.dataset_path"
 
 
 def test_records_keep_the_new_columns():
@@ -232,16 +243,17 @@ workloads:
 def test_sweep_specs_take_the_new_workloads():
     from infermeter.experiments.cells import build_plan, runspec_from_settings
     from infermeter.experiments.specfile import parse_spec
+    from infermeter.runner.plan import resolve
 
     spec = parse_spec(SWEEP, source="spec.yaml")
     assert spec.workloads["prefix"].lengths() == (288, 128)
     cells = build_plan(spec)
-    runs = {c.workload: runspec_from_settings(c.settings, base_url="http://127.0.0.1:8000", tokenizer=None,
-                                              result_dir="/tmp") for c in cells}
-    assert runs["prefix"].workload_spec() == SharedPrefixSpec(groups=4, prefix_len=256, question_len=32)
+    runs = {c.workload: resolve(runspec_from_settings(c.settings, base_url="http://127.0.0.1:8000", tokenizer=None,
+                                                      result_dir="/tmp")) for c in cells}
+    assert runs["prefix"].workload == SharedPrefixSpec(groups=4, prefix_len=256, question_len=32)
     chat = runs["chat"]
-    assert chat.workload_spec().think_time == 1.5 and chat.load_plan().duration_s == 30.0
-    replay = runs["replay"].load_plan()
+    assert chat.workload.think_time == 1.5 and chat.load.duration_s == 30.0
+    replay = runs["replay"].load
     assert replay.arrival == "trace" and replay.trace_speed == 2.0
     with pytest.raises(UserError, match="prefix_len does not apply to dataset trace"):
         parse_spec(SWEEP.replace("trace_speed: 2", "prefix_len: 2"), source="spec.yaml")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from infermeter.errors import UserError
+from infermeter.errors import FieldError, UserError
 from infermeter.workloads import (
     JsonlSpec,
     Prompt,
@@ -23,7 +23,7 @@ from infermeter.workloads import (
     RandomSpec,
     ShareGPTSpec,
     SonnetSpec,
-    flag,
+    setting,
     load_tokenizer,
     make_prompts,
     parse_spec,
@@ -109,10 +109,11 @@ def test_parse_spec_dispatches_on_name_and_forbids_extra_keys():
         parse_spec({"name": "nope"})
 
 
-def test_flag_names():
-    assert flag("sonnet", "prefix_len") == "--sonnet-prefix-len"
-    assert flag("random", "range_ratio") == "--random-range-ratio"
-    assert flag("jsonl", "path") == "--dataset-path"
+def test_setting_names():
+    assert setting("sonnet", "prefix_len") == "workload.sonnet_prefix_len"
+    assert setting("random", "range_ratio") == "workload.random_range_ratio"
+    assert setting("jsonl", "path") == "workload.dataset_path"
+    assert setting("shared-prefix", "groups") == "workload.prefix_groups"
 
 
 @pytest.mark.parametrize(("build", "message"), [
@@ -129,12 +130,15 @@ def test_flag_names():
     (lambda: RandomSpec(input_len=0), "can make an empty prompt"),
     (lambda: RandomSpec(input_len=1, range_ratio=0.5), "can make an empty prompt"),
     (lambda: ShareGPTSpec(path="a", output_len=0), "--sharegpt-output-len 0"),
-    (lambda: JsonlSpec(path="a", output_len=-2), "--jsonl-output-len -2"),
+    (lambda: JsonlSpec(path="a", output_len=-2), "--sharegpt-output-len -2"),
 ])
-def test_bad_spec_values_are_one_line_user_errors(build, message):
-    with pytest.raises(UserError) as info:
+def test_bad_spec_values_name_the_setting_and_the_cli_its_flag(build, message):
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as info:
         build()
-    assert message in str(info.value)
+    assert info.value.field.startswith("workload.") and "--" not in str(info.value)
+    assert message in str(worded_for_cli(info.value))
     assert info.value.fix and "\n" not in str(info.value)
 
 
@@ -146,8 +150,11 @@ def test_prefix_only_random_prompt_is_allowed():
     (0, 0, "--num-prompts 0"), (-3, 0, "--num-prompts -3"), (2, -1, "--seed -1"),
 ])
 def test_bad_count_or_seed(tok, num, seed, message):
-    with pytest.raises(UserError, match=message):
+    from infermeter.cli.options import worded_for_cli
+
+    with pytest.raises(FieldError) as info:
         make_prompts(RandomSpec(input_len=8), tok, num, seed, False)
+    assert info.value.field in ("load.num_prompts", "load.seed") and message in str(worded_for_cli(info.value))
 
 
 def test_make_prompts_accepts_a_mapping(tok):

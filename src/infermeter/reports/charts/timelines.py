@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from infermeter.core.records import RequestRecord
 from infermeter.reports.charts.base import Chart, Hover, compact, finish, new_figure, style_ax
 from infermeter.reports.data import Cell, fmt_load
@@ -39,7 +41,6 @@ def tokens_per_second(records: list[RequestRecord]) -> tuple[list[float], list[f
     """Output tokens per second in bins of a hundredth of the run (at least 10 ms): each streamed
     event carries its request's tokens divided evenly over its events.  (left edges plus the last
     right edge, values with the last repeated: a ``where="post"`` step draws the last bin too)"""
-    import numpy as np
 
     times, weights = [], []
     for r in records:
@@ -62,6 +63,35 @@ def _server(samples: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     pts = [(s["t_rel"], float(s[key])) for s in samples if s.get("kind") == "server"
            and isinstance(s.get(key), (int, float)) and isinstance(s.get("t_rel"), (int, float))]
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+GAP_INTERVALS = 2.5  # a pause longer than this many sampling intervals (and GAP_MIN_S) is a gap, as for energy
+GAP_MIN_S = 1.0
+
+
+def broken(xs: list[float], ys: list[float]) -> tuple[list[float], list[float], list[tuple[float, float]]]:
+    """The series with a NaN where samples pause longer than a gap (so no line is drawn across a time
+    nothing was sampled: a flat line there would be a value nobody saw), and the gaps."""
+    if len(xs) < 2:
+        return list(xs), list(ys), []
+    diffs = np.diff(np.asarray(xs, dtype=float))
+    positive = diffs[diffs > 1e-3]
+    interval = float(positive.min()) if len(positive) else GAP_MIN_S  # the sampling step (extra samples are closer)
+    limit = max(GAP_INTERVALS * interval, GAP_MIN_S)
+    bx, by, gaps = [xs[0]], [ys[0]], []
+    for (x0, x1), y in zip(zip(xs, xs[1:]), ys[1:]):
+        if x1 - x0 > limit:
+            gaps.append((x0, x1))
+            bx.append(float("nan"))
+            by.append(float("nan"))
+        bx.append(x1)
+        by.append(y)
+    return bx, by, gaps
+
+
+def _gap_text(what: str, gaps: list[tuple[float, float]]) -> str:
+    spans = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in gaps[:3]) + (" and more" if len(gaps) > 3 else "")
+    return f"{what}: no sample {spans} (the line is broken there, not drawn across)"
 
 
 def _gpus(samples: list[dict[str, Any]], key: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -91,6 +121,7 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
     color, marker = pal[cell.target]
     panels: list[tuple[str, str, Any]] = []  # (title, y label, draw(ax, hover))
     absent: list[str] = []
+    gapped: list[str] = []  # sampled series with pauses longer than a gap
 
     ts, ns = in_flight(records)
     panels.append(("requests in flight", "requests", lambda ax, h: (
@@ -122,19 +153,28 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
     else:
         kx, ky = _server(samples, "kv_usage")
         if kx:
+            kbx, kby, kgaps = broken(kx, [y * 100 for y in ky])
+            if kgaps:
+                gapped.append(_gap_text("server KV cache", kgaps))
             panels.append(("server KV-cache usage", "% of the cache", lambda ax, h: (
-                ax.plot(kx, [y * 100 for y in ky], color=color, linewidth=1.4),
+                ax.plot(kbx, kby, color=color, linewidth=1.4, marker=".", markersize=3),
                 h.extend((ax, x, y * 100, f"{x:.2f} s: KV cache {y * 100:.1f} %") for x, y in _thin(list(zip(kx, ky)))))))
         else:
             absent.append("server KV cache (its /metrics has no KV usage)")
         rx, ry = _server(samples, "running")
         wx, wy = _server(samples, "waiting")
         if rx or wx:
+            rbx, rby, rgaps = broken(rx, ry)
+            wbx, wby, _ = broken(wx, wy)
+            if rgaps:
+                gapped.append(_gap_text("server queue", rgaps))
+
             def draw_queue(ax: Any, h: Hover) -> None:
                 if rx:
-                    ax.plot(rx, ry, color=color, linewidth=1.4, label="running")
+                    ax.plot(rbx, rby, color=color, linewidth=1.4, marker=".", markersize=3, label="running")
                 if wx:
-                    ax.plot(wx, wy, color=color, linewidth=1.4, linestyle="--", label="waiting (queued)")
+                    ax.plot(wbx, wby, color=color, linewidth=1.4, linestyle="--", marker=".", markersize=3,
+                            label="waiting (queued)")
                 ax.legend(fontsize=7, frameon=False)
                 h.extend((ax, x, y, f"{x:.2f} s: {y:g} running") for x, y in _thin(list(zip(rx, ry))))
                 h.extend((ax, x, y, f"{x:.2f} s: {y:g} waiting") for x, y in _thin(list(zip(wx, wy))))
@@ -148,11 +188,17 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
                 absent.append(f"GPU {what} (no GPU samples with it)")
                 continue
 
+            for name, (xs, _ys) in sorted(series.items()):
+                gaps = broken(xs, _ys)[2]
+                if gaps:
+                    gapped.append(_gap_text(f"{name} {what}", gaps))
+
             def draw_gpu(ax: Any, h: Hover, series: Any = series, scale: float = scale, unit: str = unit) -> None:
                 for k, (name, (xs, ys)) in enumerate(sorted(series.items())):
                     ys = [y * scale for y in ys]
-                    ax.plot(xs, ys, color=color, linewidth=1.4, linestyle=["-", "--", ":", "-."][k % 4],
-                            label=name if len(series) > 1 else None)
+                    bx_, by_, _ = broken(xs, ys)
+                    ax.plot(bx_, by_, color=color, linewidth=1.4, linestyle=["-", "--", ":", "-."][k % 4],
+                            marker=".", markersize=3, label=name if len(series) > 1 else None)
                     h.extend((ax, x, y, f"{name} at {x:.2f} s: {y:,.1f} {unit}") for x, y in _thin(list(zip(xs, ys))))
                 if len(series) > 1:
                     ax.legend(fontsize=7, frameon=False)
@@ -185,6 +231,8 @@ def timeline(plt: Any, pal: dict, chart_id: str, cell: Cell) -> Chart | None:
         caption += " Shading: the telemetry phases (idle, loading, ready, warm-up, load, cool-down)."
     if absent:
         caption += " Not shown: " + "; ".join(absent) + "."
+    if gapped:
+        caption += " Sampling gaps: " + "; ".join(gapped) + "."
     return finish(plt, fig, chart_id, f"Timeline — {cell.target}, {cell.workload}, "
                   f"{fmt_load(cell.load_mode, cell.load_value)}", caption, handles,
                   [f"phase: {n}" for n in names], hover)
