@@ -110,7 +110,7 @@ def exit_code_for(result: dict) -> int:
     stopped = result["infermeter"].get("stopped_early")
     if stopped:
         return EXIT_INTERRUPTED if stopped.startswith(("interrupted", "terminated")) else EXIT_STOPPED
-    if result.get("failed"):
+    if result.get("failed") or result["infermeter"].get("incomplete"):  # a worker's share missing
         return EXIT_REQUEST_ERRORS
     return EXIT_OK
 

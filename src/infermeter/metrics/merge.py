@@ -7,7 +7,10 @@ a percentile of the union is not the mean of the shards' percentiles.
 Times: each shard's record times are relative to its own measured-window
 origin, whose wall-clock time is its ``infermeter.start_epoch``.  Records are
 moved onto the earliest shard's origin (``t + start_epoch_k - min start_epoch``),
-so shards started with one ``--start-at`` need no shift at all.  Throughput
+so shards started with one ``--start-at`` need no shift at all.  Shards
+that met at a start barrier carry their clock offset to the master
+(``infermeter.barrier.clock_offset_s``); their origins are put on the
+master's clock first, so the timelines line up across machines.  Throughput
 divides by the common window: earliest send to latest end over all shards.
 """
 
@@ -109,12 +112,12 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     notes: list[Notice] = []
     _check_same_run(results, names, notes)
 
-    base = min(float(r["infermeter"]["start_epoch"]) for r in results)
+    base = min(common_epoch(r) for r in results)
     merged: list[RequestRecord] = []
     seen: dict[int, str] = {}
     sources = []
     for (result, records), name in zip(shards, names):
-        offset = float(result["infermeter"]["start_epoch"]) - base
+        offset = common_epoch(result) - base
         for rec in records:
             if rec.index in seen:
                 raise UserError(f"request {rec.index} appears in both {seen[rec.index]} and {name}",
@@ -221,11 +224,18 @@ def _check_same_run(results: list[dict], names: list[str], notes: list[Notice]) 
         notes.append(Notice("merge-incomplete", f"INCOMPLETE: shard(s) {', '.join(f'{i}/{count}' for i in missing)} "
                             "missing from the merge; the result covers only part of the planned load",
                             {"missing": [f"{i}/{count}" for i in missing]}))
-    epochs = {float(r["infermeter"]["start_epoch"]) for r in results}
+    epochs = {common_epoch(r) for r in results}
     if max(epochs) - min(epochs) > 1.0:
         notes.append(Notice("merge-start-spread", f"the shards started {max(epochs) - min(epochs):.1f} s apart "
                             "(no common --start-at): their loads overlapped only partly",
                             {"spread_s": max(epochs) - min(epochs)}))
+
+
+def common_epoch(result: dict) -> float:
+    """A shard's window start on the master's clock: its own ``start_epoch`` less the clock offset
+    measured at the start barrier (runner/barrier.py), when it met one."""
+    offset = (result["infermeter"].get("barrier") or {}).get("clock_offset_s") or 0.0
+    return float(result["infermeter"]["start_epoch"]) - float(offset)
 
 
 def _merged_plan(results: list[dict]) -> LoadPlan:

@@ -2,11 +2,14 @@
 
 One Python event loop saturates one core; a load that needs more is split
 into shards (see ``load/shard.py``), one per process.  Each worker prepares
-everything (prompts, connections, warm-up), reports ready, and waits for the
-common start epoch the parent hands out once all are ready, so every shard's
-measured window starts at the same wall-clock time.  Workers stream their
-records to their own JSONL files (records never cross a pipe on the hot
-path); the parent merges them (``metrics/merge.py``) into the one result.
+everything (prompts, connections, warm-up), then meets the parent at the
+start barrier (``runner/barrier.py`` on loopback, the same code a multi-node
+dstack task uses), so every shard's measured window starts at one instant.
+Workers stream their records to their own JSONL files (records never cross
+a connection on the hot path); after the run each sends its files to the
+parent, which merges them (``runner/collect.py``, ``metrics/merge.py``) into
+the one result.  A worker that dies mid-run is named and its share marked
+missing in the merged result.
 
 ``INFERMETER_WORKER_CPUS=2,3,4`` pins worker i to the i-th listed core
 (round robin when there are fewer cores than workers); unset, the workers
@@ -15,20 +18,20 @@ run wherever the scheduler puts them.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
-import time
+import shutil
 from pathlib import Path
 from typing import Callable
 
-from infermeter.errors import FieldError, UserError
+from infermeter.errors import UserError
+from infermeter.runner.barrier import NodeLink, Rendezvous
 from infermeter.runner.efficiency import efficiency_for  # energy, cost, per GPU (docs/cost.md)
-from infermeter.runner.plan import RunPlan, resolve
+from infermeter.runner.plan import RunPlan
 from infermeter.runner.spec import RunSpec
 from infermeter.telemetry import TelemetrySession
 
-START_MARGIN_S = 0.2  # between the last worker reporting ready and the common start
+START_MARGIN_S = 0.2  # between the workers' clocks measured and the common start
 READY_TIMEOUT_S = 600.0  # a worker that takes longer to prepare (prompts, warm-up) is given up on
 
 
@@ -51,44 +54,29 @@ def worker_cpus(value: str | None, workers: int) -> list[int | None]:
     return [cpus[i % len(cpus)] for i in range(workers)]
 
 
-def _worker_main(spec: RunSpec, conn, argv: list[str], cpu: int | None = None) -> None:  # pragma: no cover
+def _worker_main(spec: RunSpec, master: tuple[str, int], rank: int, count: int, argv: list[str],
+                 cpu: int | None = None) -> None:  # pragma: no cover
     from infermeter.load.eventloop import use_uvloop
-    from infermeter.runner.session import run_single
+    from infermeter.runner.nodes import run_node
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-
-    async def gate() -> float:
-        conn.send(("ready", None))
-        kind, value = await asyncio.to_thread(conn.recv)
-        if kind != "start":
-            raise UserError("the parent process stopped the run before it started")
-        return float(value)
-
+    use_uvloop()
+    link = NodeLink(master[0], master[1], rank, count, connect_timeout=60.0)
     try:
-        use_uvloop()
-        report = run_single(resolve(spec), argv=argv, start_gate=gate)
-        if report.write_error is not None:  # disk full: the parent cannot merge what is not on disk
-            raise report.write_error
-        message = ("done", str(report.result_path))
-    except FieldError as exc:  # whole, so the parent's caller words it for its user
-        message = ("error", exc)
-    except UserError as exc:
-        message = ("error", (type(exc).__name__, exc.problem, exc.fix, exc.exit_code))
-    except BaseException as exc:
-        message = ("error", ("internal", f"{type(exc).__name__}: {exc}", None, 1))
-    try:
-        conn.send(message)
-        conn.close()
-    except OSError:  # the parent is gone or gave up on us
-        pass
+        run_node(spec, link, argv=argv)  # resolves the spec; a FieldError reaches the parent whole
+    except BaseException:  # the parent heard of it (link.fail) and says so
+        raise SystemExit(1) from None
+    finally:
+        link.close()
+    shutil.rmtree(spec.output.result_dir, ignore_errors=True)  # the parent holds the copy it merges
 
 
 def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[str], None] = lambda m: None):
     """Run ``plan`` in ``workers`` processes and merge their shards; returns a RunReport."""
+    from infermeter.runner.collect import merge_nodes
     from infermeter.runner.drive import result_stem
     from infermeter.runner.session import RunReport
-    from infermeter.metrics.merge import merge_files
     from infermeter.load.shard import check_start_at
     from infermeter.storage.files import RecordWriter, write_json_atomic
     from infermeter.storage.names import check_result_place, claim, sibling, storage_error
@@ -114,19 +102,20 @@ def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[
     except OSError as exc:
         raise storage_error(exc, shard_dir, folder=True) from None
     ctx = multiprocessing.get_context("spawn")
-    conns, procs = [], []
+    # the same barrier and collection as client nodes on a cluster (runner/barrier.py), on loopback
+    rendezvous = Rendezvous(n, shard_dir, ready_timeout=READY_TIMEOUT_S, margin=START_MARGIN_S,
+                            fixed_start=spec.load.start_at, what="worker")
+    port = rendezvous.start()
+    procs = []
     for i in range(n):
         child = spec.replace(**{"workers": 1, "shard": f"{i}/{n}", "progress": False,
-                                        "result_dir": str(shard_dir), "result_filename": f"shard{i}of{n}.json",
-                                        "if_exists": "overwrite",
-                                        "start_at": None, "telemetry": False,  # sampled once, here
-                                        "dstack_run": None})  # the price is read once, here
-        parent_end, child_end = ctx.Pipe()
-        proc = ctx.Process(target=_worker_main, args=(child, child_end, list(argv or []), cpus[i]),
+                                "result_dir": str(shard_dir / f"node{i}"),
+                                "result_filename": f"shard{i}of{n}.json", "if_exists": "overwrite",
+                                "start_at": None, "telemetry": False,  # sampled once, here
+                                "dstack_run": None})  # the price is read once, here
+        proc = ctx.Process(target=_worker_main, args=(child, ("127.0.0.1", port), i, n, list(argv or []), cpus[i]),
                            name=f"infermeter-worker-{i}", daemon=True)
         proc.start()
-        child_end.close()
-        conns.append(parent_end)
         procs.append(proc)
     log(f"{n} worker processes started; waiting for them to prepare")
     # GPU and server telemetry for the whole run, sampled by this (otherwise idle) process
@@ -134,29 +123,25 @@ def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[
     try:
         telemetry.attach_server(spec.server_url(), t.backend)
         telemetry.mark_phase("ready")
-        _wait_all(conns, procs, "ready", READY_TIMEOUT_S)
-        start_at = spec.load.start_at if spec.load.start_at is not None else time.time() + START_MARGIN_S
-        for c in conns:
-            c.send(("start", start_at))
-        log(f"measured window starts at epoch {start_at:.3f}")
-        telemetry.mark_phase("load")
-        paths = _wait_all(conns, procs, "done", None)
+        _follow(rendezvous, procs, rendezvous.started)
+        if rendezvous.error is None:
+            log(f"measured window starts at epoch {rendezvous.start_epoch:.3f}")
+            telemetry.mark_phase("load")
+            _follow(rendezvous, procs, rendezvous.finished)
+        if rendezvous.error is not None:
+            raise rendezvous.error
     except BaseException:
         telemetry.close()
         raise
     finally:
-        for c in conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+        rendezvous.close()
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
                 p.join()
     try:
-        result, records_path = merge_files([Path(p) for p in paths], result_path)
+        result, records_path = merge_nodes(rendezvous.states, result_path, what="worker")
     except OSError as exc:  # disk full while merging: the shards' files are kept
         raise storage_error(exc, result_path) from None
     result["infermeter"]["workers"] = n
@@ -175,41 +160,14 @@ def run_workers(plan: RunPlan, *, argv: list[str] | None = None, log: Callable[[
     return report
 
 
-def _wait_all(conns, procs, want: str, timeout: float | None) -> list:
-    """One ``want`` message from every worker; the first error (or death) ends the wait with it."""
-    from multiprocessing.connection import wait
-
-    got: dict[int, object] = {}
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while len(got) < len(conns):
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if left == 0.0:
-            raise UserError(f"{len(conns) - len(got)} worker(s) not {want} after {timeout:.0f} s",
-                            "check the server and the machine's load")
-        pending = [c for i, c in enumerate(conns) if i not in got]
+def _follow(rendezvous: Rendezvous, procs: list, event) -> None:
+    """Wait for ``event``; a worker process that dies without a word is given up on (its share missing)."""
+    while True:
         try:
-            ready = wait(pending, timeout=1.0 if left is None else min(left, 1.0))
+            if event.wait(0.5):
+                return
         except KeyboardInterrupt:
-            continue  # the workers got the signal too; they stop and report what they have
-        for c in ready:
-            i = conns.index(c)
-            try:
-                kind, value = c.recv()
-            except EOFError:
-                procs[i].join(timeout=5)
-                raise UserError(f"worker {i} exited without a result (exit code {procs[i].exitcode})",
-                                "rerun with --workers 1 to see its error") from None
-            if kind == "error" and isinstance(value, FieldError):
-                raise FieldError(value.field, value.value, f"worker {i}: " + value.templates[0],
-                                 value.templates[1], **value.figures)
-            if kind == "error":
-                name, problem, fix, code = value
-                err = UserError(f"worker {i}: {problem}", fix)
-                err.exit_code = code
-                raise err
-            got[i] = value
+            continue  # the workers got the signal too; they stop and send what they have
         for i, p in enumerate(procs):
-            if i not in got and not p.is_alive() and p.exitcode not in (None, 0):
-                if not conns[i].poll():
-                    raise UserError(f"worker {i} died (exit code {p.exitcode})", "rerun with --workers 1 to see why")
-    return [got[i] for i in range(len(conns))]
+            if not p.is_alive():
+                rendezvous.give_up(i, f"worker {i} exited (exit code {p.exitcode})")

@@ -1,17 +1,17 @@
 """The client side on a fleet: a multi-node dstack task that runs the load as N shards.
 
-When one client machine cannot drive a cluster, ``infermeter run ... --shard i/N
---start-at EPOCH`` runs slice ``i`` of the one global schedule (docs/cli.md).
-This renders the dstack task that starts all N slices at once: ``nodes: N``,
-each node taking its slice from dstack's ``DSTACK_NODE_RANK`` and
-``DSTACK_NODES_NUM``, all starting their measured window at the same epoch.
-``infermeter merge`` then combines the shards' records into one result.
+When one client machine cannot drive a cluster, the load runs as N shards,
+one per node (docs/scale-out.md).  This renders the dstack task: ``nodes: N``,
+each node running ``infermeter node`` with the run's arguments; the nodes take
+their slice of the one global schedule from dstack's ``DSTACK_NODE_RANK`` and
+``DSTACK_NODES_NUM``, meet at the master node (``DSTACK_MASTER_NODE_IP``) at a
+start barrier, and send their records there, where rank 0 merges them into
+one result (runner/nodes.py).
 """
 
 from __future__ import annotations
 
 import shlex
-import time
 from typing import Any, Sequence
 
 import yaml
@@ -24,10 +24,9 @@ ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 _OWNED_FLAGS = ("--shard", "--start-at", "--save-result", "--result-dir", "--result-filename", "--workers")
 
 
-def load_task_config(run_args: Sequence[str], nodes: int, *, start_at: float | None = None,
-                     start_in_s: float = 300.0, name: str = "infermeter-load", image: str = DEFAULT_IMAGE,
+def load_task_config(run_args: Sequence[str], nodes: int, *, name: str = "infermeter-load", image: str = DEFAULT_IMAGE,
                      install: str = "infermeter", cpu: str = "8..", env_names: Sequence[str] = (),
-                     result_dir: str = "/results") -> dict[str, Any]:
+                     result_dir: str = "/results", user: str | None = None) -> dict[str, Any]:
     """A dstack task dict (YAML-ready) running ``infermeter run RUN_ARGS`` as ``nodes`` shards."""
     if nodes < 1:
         raise UserError(f"--nodes {nodes} must be at least 1", "give the number of client machines")
@@ -44,16 +43,15 @@ def load_task_config(run_args: Sequence[str], nodes: int, *, start_at: float | N
         if not env or env[0].isdigit() or set(env) - ENV_NAME_CHARS:
             raise UserError(f"--env {env!r} is not a valid environment variable name",
                             "use letters, digits and '_' (not starting with a digit)")
-    epoch = float(start_at) if start_at is not None else time.time() + start_in_s
     run = " ".join(shlex.quote(a) for a in run_args)
     commands = [
         f"pip install --no-cache-dir {shlex.quote(install)}",
         f"mkdir -p {shlex.quote(result_dir)}",
-        (f"infermeter run {run} --shard ${{DSTACK_NODE_RANK}}/${{DSTACK_NODES_NUM}} --start-at {epoch:.3f} "
-         f"--save-result --result-dir {shlex.quote(result_dir)} --result-filename shard-${{DSTACK_NODE_RANK}}.json "
-         "--disable-tqdm"),
+        f"infermeter node {run} --save-result --result-dir {shlex.quote(result_dir)} --disable-tqdm",
     ]
     conf: dict[str, Any] = {"type": "task", "name": name, "nodes": nodes, "image": image}
+    if user:  # with it (and an architecture in 'cpu') dstack needs no image metadata from the registry
+        conf["user"] = user
     if env_names:
         conf["env"] = list(env_names)  # names only: values come from the user's environment
     conf["commands"] = commands
@@ -65,6 +63,7 @@ def render_load_task(run_args: Sequence[str], nodes: int, **kw: Any) -> str:
     from infermeter import __version__
 
     conf = load_task_config(run_args, nodes, **kw)
-    head = (f"# rendered by infermeter {__version__}: the load as {nodes} shards starting together;\n"
-            f"# afterwards: infermeter merge <the nodes' result files> -o merged.json\n")
+    head = (f"# rendered by infermeter {__version__}: the load as {nodes} shards that meet at the master node,\n"
+            f"# start together and send their records to it; it merges them into {kw.get('result_dir', '/results')}"
+            "/merged.json\n")
     return head + yaml.safe_dump(conf, sort_keys=False, width=10_000)

@@ -115,3 +115,24 @@ def test_dstack_apply_itself_refuses_the_writeup_tgi_task(dstack_env, tmp_path):
     msg = str(info.value)
     assert "'dstack apply -f' failed" in msg and "validation error" in msg, msg
     assert "MAX-INPUT-TOKEN" in msg or "should match pattern" in msg, msg
+
+
+def test_submitted_load_task_follows_to_dstacks_no_fleet_answer_in_one_line(dstack_env, tmp_path, monkeypatch,
+                                                                             capsys):
+    from infermeter.cli.main import main
+
+    for key in [k for k in os.environ if k.startswith("DSTACK_")]:
+        monkeypatch.delenv(key)
+    for key, value in dstack_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    code = main(["shards", "--nodes", "2", "--submit", "--name", "im-load", "--cpu", "x86:2", "--user", "root",
+                 "--", "--base-url", "http://10.0.0.5:8000", "--model", "m", "--num-prompts", "10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert err[-1].startswith("infermeter: error: dstack run im-load failed (") and "No matching fleet" in err[-1]
+    assert "create a fleet" in err[-1]  # the fix, on the same line
+    assert any(line.startswith("infermeter: dstack apply -f ") for line in err)
+    state = DstackRun(tmp_path / "x.yml", name="im-load", env=dstack_env).get()
+    conf = state.raw["run_spec"]["configuration"]
+    assert conf["nodes"] == 2 and conf["commands"][-1].startswith("infermeter node ")

@@ -212,14 +212,16 @@ def test_corpus_of_real_command_lines(cmd, expect):
 
 
 def test_the_rendered_dstack_load_task_saves_its_results():
-    """The multi-node load task's command line still writes each shard's result where merge looks."""
+    """The multi-node load task's command line parses as 'infermeter run' flags and saves into the
+    master's result folder (each node's shard name is set by runner/nodes.run_cluster)."""
     from infermeter.servers.loadtask import load_task_config
 
-    conf = load_task_config(["--base-url", "http://h:8000", "--num-prompts", "10"], 2, start_at=2e9)
-    line = conf["commands"][-1].replace("${DSTACK_NODE_RANK}", "0").replace("${DSTACK_NODES_NUM}", "2")
-    argv = shlex.split(line)[2:]
-    got, settings = parse_run_args(argv)
-    assert settings["save_result"] and got["result_dir"] == "/results" and got["result_filename"] == "shard-0.json"
+    conf = load_task_config(["--base-url", "http://h:8000", "--num-prompts", "10"], 2)
+    line = conf["commands"][-1]
+    assert line.startswith("infermeter node ")
+    got, settings = parse_run_args(shlex.split(line)[2:])
+    assert settings["save_result"] and got["result_dir"] == "/results" and got["num_prompts"] == 10
+    assert got.get("shard") is None and got.get("start_at") is None  # the barrier and the rank set them
 
 
 def test_field_errors_are_worded_with_the_flag_that_sets_the_field(capsys):

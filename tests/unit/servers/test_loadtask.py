@@ -10,18 +10,18 @@ from infermeter.servers.loadtask import load_task_config, render_load_task
 ARGS = ["--base-url", "http://127.0.0.1:8000", "--model", "m", "--request-rate", "200", "--num-prompts", "1000"]
 
 
-def test_load_task_runs_one_shard_per_node_from_one_epoch():
-    conf = load_task_config(ARGS, 4, start_at=1_800_000_000.0, env_names=["OPENAI_API_KEY"])
+def test_load_task_runs_one_node_per_shard_meeting_at_the_master():
+    conf = load_task_config(ARGS, 4, env_names=["OPENAI_API_KEY"])
     assert conf["nodes"] == 4 and conf["resources"]["gpu"] == 0
     run = conf["commands"][-1]
-    assert "--shard ${DSTACK_NODE_RANK}/${DSTACK_NODES_NUM}" in run
-    assert "--start-at 1800000000.000" in run and "--request-rate 200" in run
-    assert "shard-${DSTACK_NODE_RANK}.json" in run
+    assert run.startswith("infermeter node ") and "--request-rate 200" in run
+    assert "--start-at" not in run and "--shard" not in run  # the barrier and DSTACK_NODE_RANK set them
+    assert "--result-dir /results" in run
     assert conf["env"] == ["OPENAI_API_KEY"]  # a name, never a value
 
 
 def test_rendered_load_task_validates_with_dstack_and_lints_clean():
-    text = render_load_task(ARGS, 3, start_at=1_800_000_000.0)
+    text = render_load_task(ARGS, 3)
     check = validate_with_dstack(yaml.safe_load(text))
     if not check.available:
         pytest.skip("dstack is not installed (pip install 'infermeter[dstack]')")
@@ -43,6 +43,6 @@ def test_bad_load_task_input(kwargs, args, word):
 
 
 def test_cli_prints_the_task(capsys):
-    assert main(["shards", "--nodes", "2", "--start-at", "1800000000", "--", *ARGS]) == 0
+    assert main(["shards", "--nodes", "2", "--", *ARGS]) == 0
     conf = yaml.safe_load(capsys.readouterr().out)
     assert conf["nodes"] == 2 and "--model m" in conf["commands"][-1]
