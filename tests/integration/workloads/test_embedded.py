@@ -15,18 +15,6 @@ pytestmark = pytest.mark.integration
 CONVS = Path(__file__).resolve().parents[2] / "fixtures" / "conversations.jsonl"
 
 
-@pytest.fixture(scope="module")
-def llama():
-    from infermeter.embedded.build import ensure_llama_server
-    from infermeter.embedded.models import ensure_model
-    from infermeter.embedded.server import EmbeddedServer
-
-    binary = ensure_llama_server()
-    model = ensure_model("tiny")
-    with EmbeddedServer(model, parallel=4, binary=binary) as server:
-        yield server, model
-
-
 def spec(llama, tmp_path, **kw) -> RunSpec:
     server, model = llama
     base = dict(backend="llama.cpp", base_url=server.base_url, tokenizer=str(model.tokenizer_dir),
