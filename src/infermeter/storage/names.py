@@ -90,21 +90,34 @@ def check_writable_dir(folder: Path) -> None:
                         "choose a writable --result-dir")
 
 
+def _folder(folder: Path) -> Path:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, folder, folder=True) from None
+    return folder
+
+
+def _candidates(first: Path):
+    """``first``, then ``STEM-2.SUFFIX``, ``STEM-3.SUFFIX``, ... beside it (at most ``_MAX_TRIES``)."""
+    yield first
+    for k in range(2, _MAX_TRIES + 1):
+        yield first.with_name(f"{first.stem}-{k}{first.suffix}")
+
+
+def _none_free(first: Path, fix: str) -> StorageError:
+    return StorageError(f"no free name after {first.stem}-{_MAX_TRIES} in {first.parent}", fix)
+
+
 def claim(result_dir: Path, filename: str, if_exists: str, opener) -> tuple[Path, object]:
     """Claim ``result_dir/filename`` (or the next free stem): ``opener(records_path, replace)``
     creates the records file (with O_EXCL unless ``replace``) and returns its writer."""
     if if_exists not in IF_EXISTS:
         raise ValueError(f"if_exists {if_exists!r}")
-    result_dir = Path(result_dir)
-    try:
-        result_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, result_dir, folder=True) from None
-    first = result_dir / filename
-    stem, suffix = first.stem, first.suffix
-    for k in range(1, _MAX_TRIES + 1):
-        path = first if k == 1 else result_dir / f"{stem}-{k}{suffix}"
-        replace = if_exists == "overwrite"
+    first = _folder(result_dir) / filename
+    replace = if_exists == "overwrite"
+    for path in _candidates(first):
         try:
             if not replace and _taken(path):
                 raise FileExistsError(path)
@@ -115,21 +128,14 @@ def claim(result_dir: Path, filename: str, if_exists: str, opener) -> tuple[Path
             continue
         except OSError as exc:
             raise storage_error(exc, sibling(path, ".records.jsonl")) from None
-    raise StorageError(f"no free result name after {stem}-{_MAX_TRIES} in {result_dir}",
-                       "choose another --result-dir or --result-filename")
+    raise _none_free(first, "choose another --result-dir or --result-filename")
 
 
 def write_new(folder: Path, filename: str, data: bytes) -> Path:
     """Write ``data`` to ``folder/filename``, or to the next free ``STEM-2``, ``STEM-3``, ... (created
     with O_EXCL): a file another run wrote is never replaced.  Returns the path written."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise storage_error(exc, folder, folder=True) from None
-    first = folder / filename
-    for k in range(1, _MAX_TRIES + 1):
-        path = first if k == 1 else folder / f"{first.stem}-{k}{first.suffix}"
+    first = _folder(folder) / filename
+    for path in _candidates(first):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -142,7 +148,7 @@ def write_new(folder: Path, filename: str, data: bytes) -> Path:
         except OSError as exc:
             raise storage_error(exc, path) from None
         return path
-    raise StorageError(f"no free name after {first.stem}-{_MAX_TRIES} in {folder}", "choose another folder")
+    raise _none_free(first, "choose another folder")
 
 
 def storage_error(exc: OSError, path: Path, *, folder: bool = False) -> UserError:
