@@ -46,9 +46,9 @@ class PointResult:
     requests: int
     completed: int
     failed: int
-    mean_ttft_ms: float  # reported by the client
+    mean_ttft_ms: float | None  # reported by the client (None: no request succeeded)
     p99_ttft_ms: float | None  # None: too few samples for a p99
-    mean_itl_ms: float
+    mean_itl_ms: float | None
     truth_mean_ttft_ms: float | None  # server's first write minus the client's send
     truth_p99_ttft_ms: float | None
     truth_mean_itl_ms: float | None  # server's write gaps
@@ -56,8 +56,8 @@ class PointResult:
     p99_ttft_error: float | None
     itl_error: float | None
     joined_by: str | None  # how client and server records were paired for the p99
-    ttft_vs_injected: float  # (reported - injected) / injected
-    itl_vs_injected: float
+    ttft_vs_injected: float | None  # (reported - injected) / injected; None without a reported value
+    itl_vs_injected: float | None
     server_ttft_lateness_ms: float | None  # how far behind its own schedule the server wrote
     output_tok_s: float
     client_cpu_s: float
@@ -131,6 +131,13 @@ def truth_from(result: dict, records: Sequence, server_requests: Sequence[dict])
     return out
 
 
+def _vs(reported: float | None, injected: float) -> float | None:
+    """(reported - injected) / injected; None when nothing was reported, NaN with nothing injected."""
+    if reported is None:
+        return None
+    return (reported - injected) / injected if injected else math.nan
+
+
 def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_ms: float, output_len: int,
               requests: int, result_dir: Path) -> PointResult:
     """One grid point: reset the server's stats, run infermeter, compare with the server's records."""
@@ -154,8 +161,7 @@ def run_point(server, tokenizer_dir: str, concurrency: int, itl_ms: float, ttft_
         concurrency=concurrency, itl_ms=itl_ms, ttft_ms=ttft_ms, output_len=output_len, requests=requests,
         completed=r["completed"], failed=r["failed"], mean_ttft_ms=r["mean_ttft_ms"], p99_ttft_ms=r["p99_ttft_ms"],
         mean_itl_ms=r["mean_itl_ms"], **truth,
-        ttft_vs_injected=(r["mean_ttft_ms"] - ttft_ms) / ttft_ms if ttft_ms else math.nan,
-        itl_vs_injected=(r["mean_itl_ms"] - itl_ms) / itl_ms if itl_ms else math.nan,
+        ttft_vs_injected=_vs(r["mean_ttft_ms"], ttft_ms), itl_vs_injected=_vs(r["mean_itl_ms"], itl_ms),
         server_ttft_lateness_ms=(stats.get("ttft_lateness_ms") or {}).get("mean"),
         output_tok_s=r["output_throughput"], client_cpu_s=client["cpu_seconds"],
         client_cpu_util=client["cpu_utilization"], loop_lag_mean_ms=client["loop_lag_mean_ms"],
