@@ -11,14 +11,19 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from infermeter.metrics.samplecolumn import SampleColumn, describe_column, pct_label
 
-def pct_label(p: float) -> str:
-    """``99`` -> ``"99"``, ``99.9`` -> ``"99.9"`` (vLLM's key spelling)."""
-    return str(int(p)) if float(p).is_integer() else str(p)
+__all__ = ["describe", "min_samples_for", "pct_label"]
 
 
-def describe(values_s: Sequence[float], percentiles: Iterable[float]) -> dict[str, float | None]:
-    """mean/median/std/percentiles in milliseconds of a sample given in seconds (None when empty)."""
+def describe(values_s: Sequence[float] | SampleColumn,
+             percentiles: Iterable[float]) -> dict[str, float | None]:
+    """mean/median/std/percentiles in milliseconds of a sample given in seconds (None when empty).
+
+    A SampleColumn gives the same statistics, computed in bounded memory.
+    """
+    if isinstance(values_s, SampleColumn):
+        return describe_column(values_s, percentiles)
     arr = np.asarray(values_s, dtype=float) * 1e3
     out: dict[str, float | None] = {"count": int(arr.size)}
     if arr.size == 0:
