@@ -20,7 +20,9 @@ from infermeter.core.exchange import ErrorClass, RawExchange
 from infermeter.core.outcome import Counters, RunOutcome, StopPolicy
 from infermeter.core.prompt import Prompt
 from infermeter.core.protocol import Protocol, RequestOptions
-from infermeter.core.records import RecordStore, RequestRecord, run_duration
+from infermeter.core.records import RequestRecord
+from infermeter.core.recordstore import RecordStore, run_duration
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.core.transport import Transport
 from infermeter.load.monitor import LoopMonitor
 from infermeter.load.pacing import ArrivalWaiter
@@ -69,7 +71,7 @@ class LoadRunner:
         # The rate offered at each request (a record field); a shard passes its slice.
         if rates is None and offsets is None:
             rates = offered_rates(plan)
-        self._rates = None if rates is None else [float(r) for r in rates]
+        self._rates = None if rates is None else _compact_rates(rates)
         self._cutting = False  # a --duration run's grace is over: what is cancelled now is cut off
         self.transport = transport
         self.protocol = protocol
@@ -248,7 +250,7 @@ class LoadRunner:
         rec = RequestRecord(index=self._indices[i], warmup=False, scheduled=scheduled, input_len=p.input_len,
                             requested_output_len=p.output_len)
         if self._rates is not None:
-            rec.offered_rate = self._rates[i]
+            rec.offered_rate = self._rates if type(self._rates) is float else float(self._rates[i])
         self._open[id(rec)] = rec
         return rec
 
@@ -438,13 +440,14 @@ class LoadRunner:
         client.finish_backlog_max = self.backlog_max
         records.sort_by_index()
         duration = run_duration(records)
-        # dispatch_lag from the columns (no record objects): max(0, queued - scheduled)
-        lags = [max(0.0, q - s) for q, s in zip(records.column("queued"), records.column("scheduled"))
-                if q is not None and s is not None]
-        if lags and self.plan.mode is LoadMode.RATE:
-            arr = np.asarray(lags) * 1e3
-            client.dispatch_lag_p99_ms = float(np.percentile(arr, 99))
-            client.dispatch_lag_max_ms = float(arr.max())
+        if self.plan.mode is LoadMode.RATE:  # dispatch lag from the columns, a block at a time
+            with SampleColumn() as lags:
+                for queued, scheduled in zip(records.column_chunks("queued"), records.column_chunks("scheduled")):
+                    lag = queued - scheduled
+                    lags.extend(np.maximum(lag[~np.isnan(lag)], 0.0))
+                if len(lags):
+                    client.dispatch_lag_p99_ms = lags.percentile([99])[0] * 1e3
+                    client.dispatch_lag_max_ms = lags.max() * 1e3
         return RunOutcome(records=records, warmup_records=warm, start_epoch=start_epoch,
                           duration=duration, client=client, stopped_early=self._stop_reason)
 
@@ -469,6 +472,13 @@ class _GcPauses:
             self.count += 1
             if d > self.longest:
                 self.longest = d
+
+
+def _compact_rates(rates: Sequence[float]) -> float | np.ndarray:
+    """Each request's offered rate: one float when they are all the same (a plain rate run: no
+    array of millions of equal floats), else a float array."""
+    arr = np.asarray(rates, dtype=float)
+    return float(arr[0]) if arr.size and (arr == arr[0]).all() else arr
 
 
 def _compact(body: bytes) -> bytes:

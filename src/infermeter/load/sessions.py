@@ -26,7 +26,8 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from infermeter.core.prompt import Conversation, Prompt
-from infermeter.core.records import RecordStore, RequestRecord
+from infermeter.core.records import RequestRecord
+from infermeter.core.recordstore import RecordStore
 from infermeter.load.generator import LoadRunner
 from infermeter.load.schedule import LoadMode, arrival_offsets
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 
-from array import array
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 
 from infermeter.errors import FieldError
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.metrics.stats import describe, min_samples_for, pct_label
 from infermeter.core.records import RequestRecord
 
@@ -132,14 +131,16 @@ def compute(
     ``received``: output tokens actually received, by request index, for the
     requests whose server count was found wrong (they replace it everywhere).
 
-    One pass over ``records``, keeping no record: the samples go to flat
-    float arrays (8 bytes each), so a long run's records (a RecordStore
-    rebuilds each on access) are never all in memory at once."""
+    One pass over ``records``, keeping no record: the samples go to
+    ``SampleColumn``s (flat floats, spilled to disk past their memory bound),
+    so neither a long run's records (a RecordStore rebuilds each on access)
+    nor its samples are ever all in memory at once; the statistics of a
+    spilled column are still exact (core/samplecolumn.py)."""
     n_ok = n_failed = n_cut = 0
     dur = duration if duration > 0 else float("nan")
-    out_lens: list[int] = []
+    out_lens = _LengthTally()
     total_in = 0
-    samples = {name: array("d") for name in METRICS}
+    samples = {name: SampleColumn() for name in METRICS}
     errors: Counter = Counter()
     good = 0
     unjudged: Counter = Counter()
@@ -161,7 +162,7 @@ def compute(
         n_ok += 1
         ends.add(r.end)
         n_out = received.get(r.index, r.output_tokens)
-        out_lens.append(n_out)
+        out_lens.add(n_out)
         total_in += r.input_len
         for name in ("ttft", "e2el"):
             value = getattr(r, name)
@@ -172,12 +173,13 @@ def compute(
             samples["tpot"].append(tpot)
         elif n_out >= 2 and len(r.token_times) < 2:
             untimed += 1
-        samples["itl"].extend(r.itls)
+        if len(r.token_times) > 1:
+            samples["itl"].extend(r.itls)
         if goodput is not None and goodput.met(r, unjudged, n_out):
             good += 1
         work.add(r, n_out, r.index in received)
     total_in = int(total_in)
-    total_out = int(sum(out_lens))
+    total_out = out_lens.total
     # A rate over the measured window: 0 is a measured zero (nothing completed in a window
     # that had a length); no window at all (nothing sent, or nothing ended) has no rate.
     timed = duration > 0 and not math.isnan(dur)
@@ -203,7 +205,8 @@ def compute(
     counts: dict[str, int] = {}
     unsupported: dict[str, list[str]] = {}
     for name in METRICS:
-        d = describe(samples[name], percentiles)
+        with samples[name] as column:
+            d = describe(column, percentiles)
         counts[name] = d["count"]
         m[f"mean_{name}_ms"] = d["mean"]
         m[f"median_{name}_ms"] = d["median"]
@@ -217,7 +220,7 @@ def compute(
     m["unsupported_percentiles"] = unsupported
     m["untimed_requests"] = untimed
     m["errors_by_class"] = dict(errors)
-    m["output_len_stats"] = _length_stats(out_lens)
+    m["output_len_stats"] = out_lens.result()
     m["work"] = work.result()
     return m
 
@@ -256,11 +259,24 @@ def achieved_rates(records: Iterable[RequestRecord]) -> dict[str, float | None]:
     return {"sent_rate": sends.rate(), "completion_rate": ends.rate()}
 
 
-def _length_stats(values: Sequence[int]) -> dict:
-    if not values:
-        return {"min": None, "mean": None, "max": None}
-    arr = np.asarray(values)
-    return {"min": int(arr.min()), "mean": float(arr.mean()), "max": int(arr.max())}
+class _LengthTally:
+    """min / mean / max of the output lengths, one at a time (keeps none)."""
+
+    def __init__(self) -> None:
+        self.n = self.total = 0
+        self.lo: int | None = None
+        self.hi: int | None = None
+
+    def add(self, value: int) -> None:
+        self.n += 1
+        self.total += value
+        self.lo = value if self.lo is None or value < self.lo else self.lo
+        self.hi = value if self.hi is None or value > self.hi else self.hi
+
+    def result(self) -> dict:
+        if not self.n:
+            return {"min": None, "mean": None, "max": None}
+        return {"min": int(self.lo), "mean": self.total / self.n, "max": int(self.hi)}  # type: ignore[arg-type]
 
 
 def equal_work(ok: Iterable[RequestRecord]) -> dict:

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from infermeter.core.samplecolumn import SampleColumn
+
 
 # ---------------------------------------------------------------- binomial
 
@@ -81,10 +83,19 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95, method: str = "t"
             n_boot: int = 2000, seed: int = 0) -> dict:
     """Interval for the mean: ``method`` "t" (Student) or "bootstrap" (percentile
     bootstrap with ``numpy.random.default_rng(seed)``)."""
-    x = np.asarray(values, dtype=float)
+    if isinstance(values, SampleColumn) and method == "t":  # exact mean and std, in bounded memory
+        n = len(values)
+        out: dict = {"n": n, "confidence": confidence, "method": method,
+                     "estimate": values.mean() if n else None, "low": None, "high": None, "supported": n >= 2}
+        if n >= 2:
+            sd = values.std() * math.sqrt(n / (n - 1))  # population std to the sample's (ddof=1)
+            half = t_ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+            out["low"], out["high"] = out["estimate"] - half, out["estimate"] + half
+        return out
+    x = _array(values)
     n = int(x.size)
-    out: dict = {"n": n, "confidence": confidence, "method": method,
-                 "estimate": float(x.mean()) if n else None, "low": None, "high": None, "supported": n >= 2}
+    out = {"n": n, "confidence": confidence, "method": method,
+           "estimate": float(x.mean()) if n else None, "low": None, "high": None, "supported": n >= 2}
     if n < 2:
         return out
     if method == "t":
@@ -125,21 +136,33 @@ def percentile_ci(values: Sequence[float], percentile: float, confidence: float 
     ``supported`` is False (and ``high`` None) when the interval's upper bound
     would be beyond the largest sample: the data cannot bound that percentile.
     """
-    x = np.sort(np.asarray(values, dtype=float))
-    n = int(x.size)
-    out: dict = {"n": n, "percentile": percentile, "confidence": confidence,
-                 "estimate": float(np.percentile(x, percentile)) if n else None,
+    if isinstance(values, SampleColumn):  # exact order statistics, in bounded memory
+        n = len(values)
+        estimate = values.percentile([percentile])[0] if n else None
+        order_stat = values.order_stat  # 0-based
+    else:
+        x = np.sort(np.asarray(values, dtype=float))
+        n = int(x.size)
+        estimate = float(np.percentile(x, percentile)) if n else None
+        order_stat = lambda k: float(x[k])  # noqa: E731
+    out: dict = {"n": n, "percentile": percentile, "confidence": confidence, "estimate": estimate,
                  "low": None, "high": None, "supported": False}
     if n == 0:
         out["status"] = "unsupported"
         return out
     lower, upper = order_stat_ranks(n, percentile, confidence)
-    out["low"] = float(x[lower - 1]) if lower >= 1 else None
+    out["low"] = order_stat(lower - 1) if lower >= 1 else None
     if upper <= n:
-        out["high"] = float(x[upper - 1])
+        out["high"] = order_stat(upper - 1)
         out["supported"] = True
     out["status"] = "supported" if out["supported"] else "unsupported"
     return out
+
+
+def _array(values) -> np.ndarray:
+    if isinstance(values, SampleColumn):
+        return np.concatenate([np.empty(0), *values.chunks()])
+    return np.asarray(values, dtype=float)
 
 
 def repeat_ci(values: Sequence[float], confidence: float = 0.95) -> dict:

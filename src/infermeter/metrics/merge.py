@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
 import orjson
 
 from infermeter.errors import UserError
@@ -30,7 +29,9 @@ from infermeter.metrics.compute import GoodputSLO, compute
 from infermeter.metrics.findings import RECOMPUTED, metric_warnings
 from infermeter.metrics.tokens import merge_checks, received_counts
 from infermeter.core.outcome import ClientStats, RunOutcome
-from infermeter.core.records import RequestRecord, run_duration
+from infermeter.core.records import RequestRecord
+from infermeter.core.recordstore import MEMORY_ROWS, RecordStore, run_duration
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.storage.files import RecordWriter, read_records, write_json_atomic
 from infermeter.storage.result import build_result
 
@@ -88,7 +89,18 @@ def _ramp_from_dict(r: dict | None) -> tuple[str, float, float] | None:
     return (r["strategy"], float(r["start_rps"]), float(r["end_rps"])) if r else None
 
 
-def load_shard(path: Path) -> tuple[dict, list[RequestRecord]]:
+class ShardRecords:
+    """A shard's measured records, read from its ``.records.jsonl`` each time they are walked
+    (so a merge of long runs holds none of them in memory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[RequestRecord]:
+        return (r for r in read_records(self.path) if not r.warmup)
+
+
+def load_shard(path: Path) -> tuple[dict, ShardRecords]:
     result = orjson.loads(Path(path).read_bytes())
     name = result["infermeter"].get("records_file")
     if not name:
@@ -97,12 +109,26 @@ def load_shard(path: Path) -> tuple[dict, list[RequestRecord]]:
     if not rpath.exists():
         raise UserError(f"{rpath} (the records of {path}) is missing",
                         "keep each shard's .records.jsonl next to its result JSON")
-    records = [r for r in read_records(rpath) if not r.warmup]
-    return result, records
+    return result, ShardRecords(rpath)
 
 
-def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: Sequence[str] = ()) -> tuple[dict, list[RequestRecord]]:
-    """One result (same form as a run's) and the merged records, from shard results and their records."""
+def shifted(shards: Sequence[tuple[dict, Iterable[RequestRecord]]]) -> Iterator[tuple[int, RequestRecord]]:
+    """(shard number, record) for every shard's records, on the earliest shard's origin."""
+    base = min(common_epoch(r) for r, _ in shards)
+    for k, (result, records) in enumerate(shards):
+        offset = common_epoch(result) - base
+        for rec in records:
+            if offset:
+                rec.shift(-offset)
+            yield k, rec
+
+
+def merge_shards(shards: Sequence[tuple[dict, Iterable[RequestRecord]]], *, names: Sequence[str] = ()
+                 ) -> tuple[dict, RecordStore]:
+    """One result (same form as a run's) and the merged records, from shard results and their records.
+
+    The records are pooled in a RecordStore (spilled to disk past its bound, in index order
+    when it is not); the caller closes it."""
     if not shards:
         raise UserError("nothing to merge", "name at least one result")
     names = list(names) or [f"result {k}" for k in range(len(shards))]
@@ -113,24 +139,28 @@ def merge_shards(shards: Sequence[tuple[dict, list[RequestRecord]]], *, names: S
     _check_same_run(results, names, notes)
 
     base = min(common_epoch(r) for r in results)
-    merged: list[RequestRecord] = []
-    seen: dict[int, str] = {}
-    sources = []
-    for (result, records), name in zip(shards, names):
-        offset = common_epoch(result) - base
-        for rec in records:
-            if rec.index in seen:
-                raise UserError(f"request {rec.index} appears in both {seen[rec.index]} and {name}",
+    # the per-request texts (vLLM's generated_texts) of up to MEMORY_ROWS requests when the shards saved them
+    merged = RecordStore(keep_text=MEMORY_ROWS if "generated_texts" in first else None)
+    owner = bytearray()  # shard number + 1 of each request number seen (0: not seen)
+    counts = [0] * len(shards)
+    for k, rec in shifted(shards):
+        i = rec.index
+        if i >= 0:
+            if i >= len(owner):
+                owner.extend(bytes(max(i + 1 - len(owner), len(owner))))
+            if owner[i]:
+                raise UserError(f"request {i} appears in both {names[owner[i] - 1]} and {names[k]}",
                                 "merge each shard of a run once, and shards of one run only")
-            seen[rec.index] = name
-            if offset:
-                rec.shift(-offset)
-            merged.append(rec)
+            owner[i] = min(k + 1, 255)
+        counts[k] += 1
+        merged.append(rec)
+    sources = []
+    for (result, _), name, n in zip(shards, names, counts):
         shard = result["infermeter"].get("shard")
         sources.append({"file": name, "shard": f"{shard['index']}/{shard['count']}" if shard else None,
-                        "start_epoch": result["infermeter"]["start_epoch"], "offset_s": offset,
-                        "requests": len(records)})
-    merged.sort(key=lambda r: r.index)
+                        "start_epoch": result["infermeter"]["start_epoch"], "offset_s": common_epoch(result) - base,
+                        "requests": n})
+    merged.sort_by_index()
 
     plan = _merged_plan(results)
     percentiles = list(im0["percentiles"])
@@ -173,16 +203,24 @@ def merge_files(paths: Sequence[str | Path], out_path: str | Path) -> tuple[dict
     out_path = Path(out_path)
     files = [f for f in files if f != out_path.resolve()]  # re-merging into a folder of shards
     shards = [load_shard(f) for f in files]
-    result, records = merge_shards(shards, names=[str(f) for f in files])
-    records_path = out_path.with_name(out_path.stem + ".records.jsonl")
-    if records_path.exists():
-        records_path.unlink()
-    im = result["infermeter"]
-    columns = {"target": im["target"].get("name") or result.get("label") or result["backend"],
-               "cell_id": im.get("cell_id") or ""}
-    with RecordWriter(records_path, keep_text=True, columns=columns) as writer:
-        for rec in records:
-            writer(rec)
+    result, merged = merge_shards(shards, names=[str(f) for f in files])
+    try:
+        records_path = out_path.with_name(out_path.stem + ".records.jsonl")
+        if records_path.exists():
+            records_path.unlink()
+        im = result["infermeter"]
+        columns = {"target": im["target"].get("name") or result.get("label") or result["backend"],
+                   "cell_id": im.get("cell_id") or ""}
+        # every field of every record (texts too): read from the shards' files again; in request
+        # order where the pool fitted in memory, else shard after shard
+        records: Iterable[RequestRecord] = (rec for _, rec in shifted(shards))
+        if not merged.spilled:
+            records = sorted(records, key=lambda r: r.index)
+        with RecordWriter(records_path, keep_text=True, columns=columns) as writer:
+            for rec in records:
+                writer(rec)
+    finally:
+        merged.close()
     result["infermeter"]["records_file"] = records_path.name
     write_json_atomic(out_path, result)
     return result, records_path
@@ -251,7 +289,7 @@ def _merged_plan(results: list[dict]) -> LoadPlan:
                     sum(q.warmup_requests for q in plans), p.schedule, p.ramp_up)
 
 
-def _merge_client(results: list[dict], names: list[str], records: list[RequestRecord], plan: LoadPlan) -> ClientStats:
+def _merge_client(results: list[dict], names: list[str], records: Iterable[RequestRecord], plan: LoadPlan) -> ClientStats:
     cs = [r["infermeter"]["client"] for r in results]
     samples = sum(int(c.get("loop_samples", 0)) for c in cs)
     mean = (sum(c["loop_lag_mean_ms"] * c.get("loop_samples", 0) for c in cs) / samples) if samples else \
@@ -267,10 +305,11 @@ def _merge_client(results: list[dict], names: list[str], records: list[RequestRe
         max_rss_mib=max(c["max_rss_mib"] for c in cs),
     )
     if plan.mode is LoadMode.RATE:
-        lags = np.asarray([r.dispatch_lag for r in records if r.dispatch_lag is not None]) * 1e3
-        if lags.size:
-            stats.dispatch_lag_p99_ms = float(np.percentile(lags, 99))
-            stats.dispatch_lag_max_ms = float(lags.max())
+        with SampleColumn() as lags:
+            lags.extend(lag for r in records if (lag := r.dispatch_lag) is not None)
+            if len(lags):
+                stats.dispatch_lag_p99_ms = lags.percentile([99], 1e3)[0]
+                stats.dispatch_lag_max_ms = lags.max() * 1e3
     reasons = [f"{n}: {why}" for c, n in zip(cs, names) for why in c.get("reasons", [])]
     stats.reasons = reasons
     stats.client_bound = any(c.get("client_bound") for c in cs)

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from infermeter.metrics.samplecolumn import SampleColumn, describe_column, pct_label
+from infermeter.core.samplecolumn import SampleColumn, describe_column, pct_label
 
 __all__ = ["describe", "min_samples_for", "pct_label"]
 

@@ -18,12 +18,13 @@ note says why.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from infermeter.core.notices import Notice, as_notice
 from infermeter.core.records import RequestRecord
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.load.monitor import CLIENT_ERROR_TOLERANCE_PCT
 from infermeter.metrics.confidence import mean_ci, percentile_ci
 from infermeter.metrics.stats import min_samples_for, pct_label
@@ -74,39 +75,69 @@ def has_success(result: dict) -> bool:
     return int(result.get("completed") or 0) > 0
 
 
-def _samples(records: Sequence[RequestRecord]) -> dict[str, list[float]]:
-    ok = [r for r in records if r.ok and not r.warmup]
-    return {
-        "ttft": [r.ttft * 1e3 for r in ok if r.ttft is not None],
-        "tpot": [r.tpot * 1e3 for r in ok if r.tpot is not None],
-        "itl": [g * 1e3 for r in ok for g in r.itls],
-        "e2el": [r.e2el * 1e3 for r in ok if r.e2el is not None],
-    }
+def _samples(records: Iterable[RequestRecord]) -> dict[str, SampleColumn]:
+    """The measured, successful requests' samples in milliseconds, one pass (columns spill to disk)."""
+    out = {name: SampleColumn() for name in ALL_METRICS}
+    for r in records:
+        if not r.ok or r.warmup:
+            continue
+        if (ttft := r.ttft) is not None:
+            out["ttft"].append(ttft * 1e3)
+        if (tpot := r.tpot) is not None:
+            out["tpot"].append(tpot * 1e3)
+        if len(r.token_times) > 1:
+            out["itl"].extend([g * 1e3 for g in r.itls])
+        if (e2el := r.e2el) is not None:
+            out["e2el"].append(e2el * 1e3)
+    return out
 
 
-def confidence_section(records: Sequence[RequestRecord], metrics: Sequence[str], percentiles: Sequence[float],
+def confidence_section(records: Iterable[RequestRecord], metrics: Sequence[str], percentiles: Sequence[float],
                        confidence: float = 0.95) -> dict[str, Any]:
     """Per metric: the mean's t-interval and each percentile's order-statistic interval (ms)."""
     samples = _samples(records)
     out: dict[str, Any] = {}
-    for name in metrics:
-        values = samples.get(name, [])
-        entry: dict[str, Any] = {"n": len(values), "mean": mean_ci(values, confidence)}
-        for p in percentiles:
-            entry[f"p{pct_label(p)}"] = percentile_ci(values, p, confidence)
-        out[name] = entry
+    try:
+        for name in metrics:
+            values = samples.get(name) or SampleColumn()
+            entry: dict[str, Any] = {"n": len(values), "mean": mean_ci(values, confidence)}
+            for p in percentiles:
+                entry[f"p{pct_label(p)}"] = percentile_ci(values, p, confidence)
+            out[name] = entry
+    finally:
+        for column in samples.values():
+            column.close()
     return out
 
 
-def warmup_outlier(records: Sequence[RequestRecord], opts: ValidityOptions) -> dict | None:
-    """Median TTFT of the first requests (by send time) vs the rest; None when not checkable."""
-    ok = sorted((r for r in records if r.ok and not r.warmup and r.ttft is not None and r.sent is not None),
-                key=lambda r: r.sent)
-    if len(ok) < opts.warmup_min_requests:
-        return None
-    head_n = max(3, int(round(len(ok) * opts.warmup_head_fraction)))
-    head = float(np.median([r.ttft for r in ok[:head_n]])) * 1e3
-    rest = float(np.median([r.ttft for r in ok[head_n:]])) * 1e3
+def warmup_outlier(records: Iterable[RequestRecord], opts: ValidityOptions) -> dict | None:
+    """Median TTFT of the first requests (by send time) vs the rest; None when not checkable.
+
+    Three passes, none keeping a record: the send time that ends the head (an order
+    statistic), then the two medians."""
+    def timed() -> Iterable[RequestRecord]:
+        return (r for r in records if r.ok and not r.warmup and r.ttft is not None and r.sent is not None)
+
+    with SampleColumn() as sent:
+        sent.extend(r.sent for r in timed())
+        n = len(sent)
+        if n < opts.warmup_min_requests:
+            return None
+        head_n = max(3, int(round(n * opts.warmup_head_fraction)))
+        cut = sent.order_stat(head_n - 1)  # the head: the head_n first sends (ties at the cut: by order)
+        below = 0
+        for chunk in sent.chunks():
+            below += int(np.count_nonzero(chunk < cut))
+    take_at_cut = head_n - below  # how many of the sends at exactly `cut` belong to the head
+    with SampleColumn() as head_col, SampleColumn() as rest_col:
+        for r in timed():
+            if r.sent < cut or (r.sent == cut and take_at_cut > 0):
+                if r.sent == cut:
+                    take_at_cut -= 1
+                head_col.append(r.ttft)
+            else:
+                rest_col.append(r.ttft)
+        head, rest = head_col.median() * 1e3, rest_col.median() * 1e3
     return {"head_requests": head_n, "head_median_ttft_ms": head, "rest_median_ttft_ms": rest,
             "outlier": rest > 0 and head > opts.warmup_outlier_factor * rest}
 

@@ -27,7 +27,7 @@ from infermeter.runner.workload_run import every_prompt, shape_load
 from infermeter.secrets import api_key_from, redact_headers, redact_url, url_credentials
 from infermeter.storage.files import RecordWriter
 from infermeter.storage.names import claim, sibling, slug
-from infermeter.telemetry.summary import client_latencies, output_tokens_of, window_of
+from infermeter.telemetry.summary import window_inputs
 from infermeter.workloads import make_prompts
 from infermeter.workloads._common import ChatFormat, chat_counts
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
@@ -118,11 +118,14 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     # kept compactly and rebuilt on access, so never all at once).
     telemetry_path = sibling(result_path, ".telemetry.jsonl")
     if telemetry.enabled:
-        telemetry_summary = telemetry.stop(
-            path=telemetry_path, origin=outcome.start_epoch,
-            window=window_of(outcome.records, outcome.start_epoch),
-            output_tokens=output_tokens_of(outcome.records), client=client_latencies(outcome.records),
-            warmup=bool(outcome.warmup_records))
+        window, output_tokens, client = window_inputs(outcome.records, outcome.start_epoch)
+        try:
+            telemetry_summary = telemetry.stop(path=telemetry_path, origin=outcome.start_epoch, window=window,
+                                               output_tokens=output_tokens, client=client,
+                                               warmup=bool(outcome.warmup_records))
+        finally:
+            for column in client.values():
+                column.close()
     else:  # stop() then uses none of them
         telemetry_summary = telemetry.stop(path=telemetry_path)
     target = {

@@ -57,7 +57,12 @@ def run_single(plan: RunPlan, *, argv: list[str] | None = None,
           _target(plan, log, engine_progress) as (base_url, engine)):
         driven = drive(plan, base_url, engine, telemetry, tokenizer, progress=progress, log=log,
                        start_gate=start_gate)
-    result = analyse(plan, driven, argv)
+    try:
+        result = analyse(plan, driven, argv)
+    finally:
+        close = getattr(driven.outcome.records, "close", None)
+        if close is not None:  # a spilled RecordStore's file
+            close()
     report = RunReport(result=result, result_path=driven.result_path, records_path=driven.records_path,
                        server_log=engine.log_path if engine else None)
     return write(report, driven.writer)

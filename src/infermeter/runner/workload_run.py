@@ -13,9 +13,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from infermeter.core.exchange import ErrorClass
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.core.prompt import Prompt
 from infermeter.errors import FieldError
 from infermeter.load.schedule import LoadPlan
+from infermeter.metrics.compute import Span
 from infermeter.runner.plan import RunPlan
 
 PREFIX_DATASETS = ("shared-prefix", "multi-turn", "trace")
@@ -53,24 +55,31 @@ def every_prompt(prompts) -> Sequence[Prompt]:
 
 
 def workload_metrics(run: RunPlan, plan: LoadPlan, records, telemetry: dict | None, turns_not_sent: int | None) -> dict:
-    """The result's ``workload_metrics``: only what applies to this run."""
+    """The result's ``workload_metrics``: only what applies to this run (one pass keeping no record)."""
     out: dict[str, Any] = {}
-    turns: dict[int, list] = defaultdict(list)
-    rates: dict[float, list] = defaultdict(list)
+    turns: dict[int, _Tally] = defaultdict(_Tally)
+    rates: dict[float, _Tally] = defaultdict(_Tally)
+    sessions: set[int] = set()
     cut = 0
     for r in records:
         if r.error == ErrorClass.CUT_OFF.value:
             cut += 1
         if r.turn is not None:
-            turns[r.turn].append((r.input_len, r.ttft if r.ok else None, r.ok))
+            turns[r.turn].add(r)
+        if r.session_id is not None:
+            sessions.add(r.session_id)
         if r.offered_rate is not None:
-            rates[r.offered_rate].append((r.scheduled, r.sent, r.end if r.ok else None, r.ttft if r.ok else None))
-    if turns:
-        out["per_turn"] = [_turn_row(t, turns[t]) for t in sorted(turns)]
-        out["sessions"] = len({r.session_id for r in records if r.session_id is not None})
-        out["turns_not_sent"] = turns_not_sent or 0
-    if plan.steps or plan.ramp_up:
-        out["offered_vs_achieved"] = [_rate_row(rate, rows) for rate, rows in sorted(rates.items())]
+            rates[r.offered_rate].add(r)
+    try:
+        if turns:
+            out["per_turn"] = [turns[t].turn_row(t) for t in sorted(turns)]
+            out["sessions"] = len(sessions)
+            out["turns_not_sent"] = turns_not_sent or 0
+        if plan.steps or plan.ramp_up:
+            out["offered_vs_achieved"] = [rates[rate].rate_row(rate) for rate in sorted(rates)]
+    finally:
+        for tally in (*turns.values(), *rates.values()):
+            tally.ttft.close()
     if plan.duration_s:
         out["duration"] = {"duration_s": plan.duration_s, "grace_s": plan.duration_grace_s, "cut_off": cut}
     if run.spec.workload.dataset_name in PREFIX_DATASETS:
@@ -78,23 +87,40 @@ def workload_metrics(run: RunPlan, plan: LoadPlan, records, telemetry: dict | No
     return out
 
 
-def _turn_row(turn: int, rows: list) -> dict:
-    ttft = [x for _, x, ok in rows if ok and x is not None]
-    return {"turn": turn, "requests": len(rows), "completed": sum(1 for *_, ok in rows if ok),
-            "mean_input_len": round(sum(n for n, _, _ in rows) / len(rows), 1),
-            "mean_ttft_ms": round(1e3 * sum(ttft) / len(ttft), 3) if ttft else None,
-            "median_ttft_ms": round(1e3 * float(np.median(ttft)), 3) if ttft else None}
+class _Tally:
+    """One turn's or one offered rate's requests, counted as they pass."""
 
+    def __init__(self) -> None:
+        self.requests = self.completed = self.input_tokens = 0
+        self.first_scheduled = math.inf
+        self.sent, self.ends = Span(), Span()
+        self.ttft = SampleColumn()
 
-def _rate_row(rate: float, rows: list) -> dict:
-    """One offered rate (a step, or a ramp's request): what was sent and finished at it."""
-    sent = sorted(s for _, s, _, _ in rows if s is not None)
-    ends = sorted(e for _, _, e, _ in rows if e is not None)
-    ttft = [t for *_, t in rows if t is not None]
-    span = lambda xs: (len(xs) - 1) / (xs[-1] - xs[0]) if len(xs) > 1 and xs[-1] > xs[0] else None  # noqa: E731
-    return {"offered_rate": rate, "requests": len(rows), "start_s": round(min(s for s, *_ in rows), 3),
-            "achieved_send_rate": _r(span(sent)), "completion_rate": _r(span(ends)),
-            "mean_ttft_ms": _r(1e3 * sum(ttft) / len(ttft)) if ttft else None}
+    def add(self, r) -> None:
+        self.requests += 1
+        self.input_tokens += r.input_len
+        if r.scheduled is not None:
+            self.first_scheduled = min(self.first_scheduled, r.scheduled)
+        self.sent.add(r.sent)
+        if r.ok:
+            self.completed += 1
+            self.ends.add(r.end)
+            if r.ttft is not None:
+                self.ttft.append(r.ttft)
+
+    def turn_row(self, turn: int) -> dict:
+        t = self.ttft
+        return {"turn": turn, "requests": self.requests, "completed": self.completed,
+                "mean_input_len": round(self.input_tokens / self.requests, 1),
+                "mean_ttft_ms": round(1e3 * t.mean(), 3) if len(t) else None,
+                "median_ttft_ms": round(1e3 * t.median(), 3) if len(t) else None}
+
+    def rate_row(self, rate: float) -> dict:
+        """One offered rate (a step, or a ramp's request): what was sent and finished at it."""
+        t = self.ttft
+        return {"offered_rate": rate, "requests": self.requests, "start_s": round(self.first_scheduled, 3),
+                "achieved_send_rate": _r(self.sent.rate()), "completion_rate": _r(self.ends.rate()),
+                "mean_ttft_ms": _r(1e3 * t.mean()) if len(t) else None}
 
 
 def _r(x: float | None) -> float | None:

@@ -11,6 +11,7 @@ differently, ``infermeter.vllm_definitions`` holds its value beside ours."""
 
 from __future__ import annotations
 
+import heapq
 import math
 import platform
 from collections import Counter
@@ -23,9 +24,11 @@ import numpy as np
 
 from infermeter import __version__
 from infermeter.core.outcome import RunOutcome
-from infermeter.load.schedule import LoadMode, LoadPlan, offered_rate
+from infermeter.core.samplecolumn import SampleColumn, describe_column
+from infermeter.load.schedule import LoadMode, LoadPlan
 
 SCHEMA_VERSION = 1
+PER_REQUEST_LIMIT = 100_000  # vLLM's per-request arrays hold at most this many requests (the records file all)
 
 
 def build_result(
@@ -78,38 +81,25 @@ def build_result(
     for key, value in metrics.items():
         if key.endswith("_ms") and key.count("_") >= 2 and key.split("_")[1] in selected:
             result[key] = value
-    # vLLM's per-request lists, in one pass: a RecordStore rebuilds each record
-    # on access, so the records are walked once and none is kept.
-    lists: dict[str, list] = {k: [] for k in ("input_lens", "output_lens", "ttfts", "itls", "latencies",
-                                               "start_times", "errors", "generated_texts")}
+    # vLLM's per-request lists, in one pass that keeps no record; past PER_REQUEST_LIMIT
+    # requests they hold the first ones (by request number) and the records file the rest.
+    lists = _PerRequest(PER_REQUEST_LIMIT, keep_text=save_detailed)
     ours, theirs = _Defs(), _Defs()
     for r in recs:
-        lists["input_lens"].append(r.input_len)
-        lists["start_times"].append(r.sent)
-        # an ok request's text is None only where it was not held in memory (see below)
-        lists["generated_texts"].append(r.generated_text if r.ok else (r.generated_text or ""))
+        lists.add(r)
         if r.ok:
-            lists["output_lens"].append(r.output_tokens)
-            lists["ttfts"].append(r.ttft or 0.0)
-            lists["itls"].append(r.itls)
-            lists["latencies"].append(r.e2el or 0.0)
-            lists["errors"].append("")
-            ours.add(r.ttft, r.e2el, max(len(r.token_times) - 1, 0), r.sent, r.token_times)
+            ours.add(r.ttft, r.e2el, max(len(r.token_times) - 1, 0))
             if r.first_choice is not None and r.sent is not None:
                 theirs.add(r.first_choice - r.sent, (r.last_choice or r.first_choice) - r.sent,
-                           max(r.choice_events - 1, 0), r.sent, None)
-        else:
-            lists["output_lens"].append(0)
-            lists["ttfts"].append(0.0)
-            lists["itls"].append([])
-            lists["latencies"].append(0.0)
-            lists["errors"].append(f"{r.error}: {r.error_detail or ''}".strip())
-    if not save_detailed:
-        del lists["generated_texts"]
-    elif any(t is None for t in lists["generated_texts"]):
+                           max(r.choice_events - 1, 0))
+    arrays = lists.result()
+    if save_detailed and any(t is None for t in arrays["generated_texts"]):
         warnings = [*warnings, "generated_texts: only the first requests' texts are held in memory; the others "
                                "are null here, and the records file holds every text"]
-    result.update(lists)
+    if lists.seen > lists.limit:
+        warnings = [*warnings, f"per-request arrays (input_lens, ttfts, itls, ...) hold the first {lists.limit:,} of "
+                               f"{lists.seen:,} requests; {records_file or 'the records file'} holds every request"]
+    result.update(arrays)
     peak_tokens, peak_concurrency = _peaks(recs)
     result["max_output_tokens_per_s"] = peak_tokens
     result["max_concurrent_requests"] = peak_concurrency
@@ -136,6 +126,8 @@ def build_result(
         "warmup_requests": len(outcome.warmup_records),
         "start_epoch": outcome.start_epoch,
         "records_file": records_file,
+        "per_request_arrays": {"requests": min(lists.seen, lists.limit), "of": lists.seen,
+                               "complete": lists.seen <= lists.limit},
         "warnings": warnings,
         "provenance": provenance(command),
     }
@@ -161,11 +153,11 @@ class _Defs:
     """One definition's per-request TTFT and E2EL (seconds) and its count of ITL gaps."""
 
     def __init__(self) -> None:
-        self.ttft: list[float] = []
-        self.e2el: list[float] = []
+        self.ttft = SampleColumn()
+        self.e2el = SampleColumn()
         self.itl_count = 0
 
-    def add(self, ttft, e2el, gaps, sent, times) -> None:
+    def add(self, ttft, e2el, gaps) -> None:
         if ttft is not None:
             self.ttft.append(ttft)
         if e2el is not None:
@@ -173,13 +165,46 @@ class _Defs:
         self.itl_count += gaps
 
 
-def _stats_ms(values: list[float], percentiles: Sequence[float]) -> dict[str, float | None]:
-    if not values:  # no samples: null, never 0
-        return {"n": 0, "mean": None, "median": None, **{f"p{pct_label(p)}": None for p in percentiles}}
-    a = np.asarray(values) * 1000.0
-    out: dict[str, Any] = {"n": len(values), "mean": float(a.mean()), "median": float(np.median(a))}
-    out.update({f"p{pct_label(p)}": float(np.percentile(a, p)) for p in percentiles})
+def _stats_ms(values: SampleColumn, percentiles: Sequence[float]) -> dict[str, float | None]:
+    with values:
+        if not len(values):  # no samples: null, never 0
+            return {"n": 0, "mean": None, "median": None, **{f"p{pct_label(p)}": None for p in percentiles}}
+        d = describe_column(values, percentiles)
+    out: dict[str, Any] = {"n": d["count"], "mean": d["mean"], "median": d["median"]}
+    out.update({f"p{pct_label(p)}": d[f"p{pct_label(p)}"] for p in percentiles})
     return out
+
+
+class _PerRequest:
+    """vLLM's per-request arrays, for the ``limit`` lowest request numbers (a bounded heap)."""
+
+    def __init__(self, limit: int, keep_text: bool) -> None:
+        self.limit, self.keep_text, self.seen = limit, keep_text, 0
+        self._heap: list[tuple[int, int, tuple]] = []  # (-index, arrival, row): the largest index on top
+
+    def add(self, r) -> None:
+        self.seen += 1
+        # an ok request's text is None only where it was not held in memory
+        text = (r.generated_text if r.ok else (r.generated_text or "")) if self.keep_text else None
+        if r.ok:
+            row = (r.input_len, r.sent, text, r.output_tokens, r.ttft or 0.0, r.itls, r.e2el or 0.0, "")
+        else:
+            row = (r.input_len, r.sent, text, 0, 0.0, [], 0.0, f"{r.error}: {r.error_detail or ''}".strip())
+        item = (-r.index, -self.seen, row)
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:  # a lower request number than the highest kept
+            heapq.heapreplace(self._heap, item)
+
+    def result(self) -> dict[str, list]:
+        rows = [row for _, _, row in sorted(self._heap, reverse=True)]
+        names = ("input_lens", "start_times", "generated_texts", "output_lens", "ttfts", "itls", "latencies",
+                 "errors")
+        out = {name: [row[k] for row in rows] for k, name in enumerate(names)}
+        if not self.keep_text:
+            del out["generated_texts"]
+        return {name: out[name] for name in ("input_lens", "output_lens", "ttfts", "itls", "latencies",
+                                              "start_times", "errors", "generated_texts") if name in out}
 
 
 def _compare_definitions(ours: _Defs, theirs: _Defs, percentiles: Sequence[float]) -> dict[str, Any]:
@@ -190,36 +215,41 @@ def _compare_definitions(ours: _Defs, theirs: _Defs, percentiles: Sequence[float
     last such event.  Ours: TTFT at the first content, gaps between content
     events, E2EL at the last byte.  Only for OpenAI streams (TGI's protocol has
     no ``choices``: the vLLM columns are then null)."""
+    vllm_streams = len(theirs.ttft) > 0
     return {
         "ttft_ms": {"ours": _stats_ms(ours.ttft, percentiles), "vllm": _stats_ms(theirs.ttft, percentiles)},
         "e2el_ms": {"ours": _stats_ms(ours.e2el, percentiles), "vllm": _stats_ms(theirs.e2el, percentiles)},
-        "itl_count": {"ours": ours.itl_count, "vllm": theirs.itl_count if theirs.ttft else None},
+        "itl_count": {"ours": ours.itl_count, "vllm": theirs.itl_count if vllm_streams else None},
     }
 
 
 def _peaks(recs) -> tuple[float, int]:
     """vLLM's ``max_output_tokens_per_s`` (token events bucketed into whole seconds from the
     first send) and ``max_concurrent_requests`` (peak of successful requests in flight,
-    over half-open [sent, end) intervals)."""
-    starts: list[float] = []
-    ends: list[float] = []
+    over half-open [sent, end) intervals).  Two passes keeping no record: the sends and
+    ends go to columns (spilled past their bound), and the sweep walks them sorted."""
     buckets: Counter[int] = Counter()
-    for r in recs:
-        if r.ok and r.sent is not None and r.end is not None:
-            starts.append(r.sent)
-            ends.append(r.end)
-    if not starts:
-        return 0.0, 0
-    origin = min(starts)
-    for r in recs:
-        if r.ok and r.sent is not None and r.end is not None:
-            for t in r.token_times:
-                buckets[int(t - origin)] += 1
-    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends])
-    level = peak = 0
-    for _, delta in events:
-        level += delta
-        peak = max(peak, level)
+    with SampleColumn() as starts, SampleColumn() as ends:
+        for r in recs:
+            if r.ok and r.sent is not None and r.end is not None:
+                starts.append(r.sent)
+                ends.append(r.end)
+        if not len(starts):
+            return 0.0, 0
+        origin = starts.min()
+        for r in recs:
+            if r.ok and r.sent is not None and r.end is not None:
+                for t in r.token_times:
+                    buckets[int(t - origin)] += 1
+        # the level just after each send, ends at the same instant leaving first
+        peak = ended = 0
+        later_ends = ends.sorted_values()
+        next_end = next(later_ends, math.inf)
+        for k, sent in enumerate(starts.sorted_values(), 1):
+            while next_end <= sent:
+                ended += 1
+                next_end = next(later_ends, math.inf)
+            peak = max(peak, k - ended)
     return float(max(buckets.values(), default=0)), peak
 
 
@@ -227,8 +257,14 @@ def _scheduled_rate(plan: LoadPlan, recs) -> float | None:
     """The offered rate the schedule actually held: requests / (run start to last scheduled send)."""
     if plan.mode is not LoadMode.RATE:
         return None
-    if hasattr(recs, "column"):
-        times = [t for t in recs.column("scheduled") if t is not None]
+    count, last = 0, -math.inf
+    if hasattr(recs, "column_chunks"):
+        for chunk in recs.column_chunks("scheduled"):
+            chunk = chunk[~np.isnan(chunk)]
+            if chunk.size:
+                count, last = count + int(chunk.size), max(last, float(chunk.max()))
     else:
-        times = [r.scheduled for r in recs if r.scheduled is not None]
-    return offered_rate(np.sort(np.asarray(times, dtype=float))) if times else None
+        for r in recs:
+            if r.scheduled is not None:
+                count, last = count + 1, max(last, r.scheduled)
+    return count / last if count and last > 0 else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from infermeter.core.samplecolumn import SampleColumn
 from infermeter.telemetry.energy import window_energy
 from infermeter.telemetry.phases import LOAD, READY
 from infermeter.telemetry.prom import Histogram
@@ -147,20 +148,20 @@ def _quantiles_ms(h: Histogram) -> dict[str, Any]:
     return out
 
 
-def _client_ms(values: Sequence[float]) -> dict[str, Any] | None:
-    if not values:
+def _client_ms(values: Sequence[float] | SampleColumn) -> dict[str, Any] | None:
+    if not len(values):
         return None
-    vals = sorted(values)
-
-    def pct(q: float) -> float:
-        pos = q * (len(vals) - 1)
-        lo, hi = math.floor(pos), math.ceil(pos)
-        return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-    out = {"count": len(vals), "mean_ms": _round(sum(vals) / len(vals) * 1e3)}
-    for q in QUANTILES:
-        out[f"p{int(q * 100)}_ms"] = _round(pct(q) * 1e3)
+    col = values if isinstance(values, SampleColumn) else _column(values)
+    out = {"count": len(col), "mean_ms": _round(col.mean() * 1e3)}
+    for q, v in zip(QUANTILES, col.percentile([q * 100 for q in QUANTILES])):
+        out[f"p{int(q * 100)}_ms"] = _round(v * 1e3)
     return out
+
+
+def _column(values: Iterable[float]) -> SampleColumn:
+    col = SampleColumn()
+    col.extend(values)
+    return col
 
 
 def summarize_server(samples: Sequence[dict[str, Any]], *, window: tuple[float, float] | None,
@@ -217,11 +218,11 @@ def summarize_server(samples: Sequence[dict[str, Any]], *, window: tuple[float, 
             before = (ha or {}).get("hist", {}).get(key) if ha is not hb else None
             h = Histogram.from_json(after).delta(Histogram.from_json(before) if before else None)
             entry: dict[str, Any] = {"server": _quantiles_ms(h)}
-            if client and client.get(key):
+            if client and client.get(key) is not None and len(client[key]):
                 entry["client"] = _client_ms(client[key])
             latency[key] = entry
         for key, values in (client or {}).items():  # the client's own, where the server exports nothing
-            if key not in latency and values:
+            if key not in latency and len(values):
                 latency[key] = {"server": None, "client": _client_ms(values)}
         if latency:
             w["latency"] = latency
@@ -229,11 +230,30 @@ def summarize_server(samples: Sequence[dict[str, Any]], *, window: tuple[float, 
     return out
 
 
-def client_latencies(records: Iterable[Any]) -> dict[str, list[float]]:
-    """Client TTFT / ITL / E2E (seconds) of the measured, successful records."""
-    ttft: list[float] = []
-    itl: list[float] = []
-    e2e: list[float] = []
+def window_inputs(records: Iterable[Any], start_epoch: float
+                  ) -> tuple[tuple[float, float], int, dict[str, SampleColumn]]:
+    """``window_of``, ``output_tokens_of`` and ``client_latencies`` in one pass over the records."""
+    last: float | None = None
+    tokens = 0
+
+    def measured() -> Iterable[Any]:
+        nonlocal last, tokens
+        for r in records:
+            end = getattr(r, "end", None)
+            if end is not None and math.isfinite(end) and (last is None or end > last):
+                last = end
+            if getattr(r, "ok", False):
+                tokens += r.output_tokens
+            yield r
+
+    latencies = client_latencies(measured())
+    return (start_epoch, start_epoch + (last if last is not None else 0.0)), tokens, latencies
+
+
+def client_latencies(records: Iterable[Any]) -> dict[str, SampleColumn]:
+    """Client TTFT / ITL / E2E (seconds) of the measured, successful records, as columns (which
+    spill to disk past their memory bound: a long run's ITLs are tens of millions of values)."""
+    ttft, itl, e2e = SampleColumn(), SampleColumn(), SampleColumn()
     for r in records:
         if not getattr(r, "ok", False) or getattr(r, "warmup", False):
             continue
@@ -241,20 +261,25 @@ def client_latencies(records: Iterable[Any]) -> dict[str, list[float]]:
             ttft.append(r.ttft)
         if r.e2el is not None:
             e2e.append(r.e2el)
-        times = list(getattr(r, "token_times", []) or [])
-        itl.extend(b - a for a, b in zip(times, times[1:]))
+        times = getattr(r, "token_times", None)
+        if times and len(times) > 1:
+            itl.extend([b - a for a, b in zip(times, times[1:])])
     return {"ttft": ttft, "itl": itl, "e2e": e2e}
 
 
 def window_of(records: Iterable[Any], start_epoch: float) -> tuple[float, float]:
     """The measured window on the wall clock: the origin to the last answer."""
-    ends = [r.end for r in records if getattr(r, "end", None) is not None and math.isfinite(r.end)]
-    return start_epoch, start_epoch + (max(ends) if ends else 0.0)
+    last = None
+    for r in records:
+        end = getattr(r, "end", None)
+        if end is not None and math.isfinite(end) and (last is None or end > last):
+            last = end
+    return start_epoch, start_epoch + (last if last is not None else 0.0)
 
 
 def output_tokens_of(records: Iterable[Any]) -> int:
     return sum(r.output_tokens for r in records if getattr(r, "ok", False))
 
 
-__all__ = ["summarize_gpus", "summarize_server", "window_energy", "client_latencies", "window_of",
+__all__ = ["summarize_gpus", "summarize_server", "window_energy", "client_latencies", "window_inputs", "window_of",
            "output_tokens_of", "LOAD", "READY"]

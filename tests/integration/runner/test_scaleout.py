@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from infermeter.metrics.compute import compute
-from infermeter.core.records import run_duration
+from infermeter.core.recordstore import run_duration
 from infermeter.runner.execute import execute_run
 from infermeter.runner.nodes import result_from_log
 from infermeter.runner.spec import RunSpec

@@ -200,7 +200,8 @@ def test_cli_flags_reach_the_run_spec():
 
 
 def test_records_keep_the_new_columns():
-    from infermeter.core.records import RecordStore, RequestRecord
+    from infermeter.core.records import RequestRecord
+    from infermeter.core.recordstore import RecordStore
 
     rec = RequestRecord(index=3, warmup=False, scheduled=1.0, input_len=5, requested_output_len=2,
                         session_id=7, turn=2, offered_rate=4.5)

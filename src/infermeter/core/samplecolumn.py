@@ -12,6 +12,7 @@ any data (all-equal, heavy-tailed, negative) is settled in at most five selectio
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 import tempfile
@@ -25,6 +26,9 @@ import numpy as np
 _TOP = 1 << 63
 _LOW63 = _TOP - 1
 _BIN_BITS = 16
+
+
+MEMORY_VALUES = 1_000_000  # values a column holds in memory before it spills (8 MB)
 
 
 def pct_label(p: float) -> str:
@@ -70,7 +74,8 @@ class SampleColumn:
 
     A ``scale`` argument (1e3: milliseconds) gives the statistic of ``values * scale``."""
 
-    def __init__(self, memory_limit: int = 1_000_000, spill_dir: str | Path | None = None) -> None:
+    def __init__(self, memory_limit: int | None = None, spill_dir: str | Path | None = None) -> None:
+        memory_limit = MEMORY_VALUES if memory_limit is None else memory_limit
         if int(memory_limit) < 1:
             raise ValueError(f"memory_limit must be at least 1 value, got {memory_limit}")
         self._limit = int(memory_limit)
@@ -80,8 +85,8 @@ class SampleColumn:
         self._cache: dict[object, float] = {}
 
     def append(self, x: float) -> None:
-        if not math.isfinite(x):
-            raise ValueError(f"a SampleColumn holds finite values only, got {x!r}")
+        if x != x:
+            raise ValueError(f"a SampleColumn holds numbers only, got {x!r}")
         if self._closed:
             raise ValueError("this SampleColumn is closed")
         self._buf.append(x)
@@ -96,8 +101,8 @@ class SampleColumn:
             self._extend_array(part)
 
     def _extend_array(self, arr: np.ndarray) -> None:
-        if not np.isfinite(arr).all():
-            raise ValueError("a SampleColumn holds finite values only; got NaN or infinity")
+        if np.isnan(arr).any():
+            raise ValueError("a SampleColumn holds numbers only; got NaN")
         if self._closed:
             raise ValueError("this SampleColumn is closed")
         if len(self._buf) + arr.size <= self._limit:
@@ -150,6 +155,30 @@ class SampleColumn:
 
     def _pass_blocks(self) -> Iterator[np.ndarray]:
         return self._blocks(min(1 << 18, max(1 << 14, self._limit)))
+
+    def sorted_values(self) -> Iterator[float]:
+        """Every value in ascending order, in bounded memory: sorted runs of at most
+        ``memory_limit`` values on disk, merged (one block per run in memory)."""
+        if not self.spilled:
+            arr = np.sort(self._in_memory())
+            for start in range(0, arr.size, 1 << 16):
+                yield from arr[start:start + (1 << 16)].tolist()
+            return
+        with tempfile.TemporaryFile(prefix="infermeter-sorted-", dir=self._spill_dir) as runs:
+            spans = []
+            for part in self._blocks(self._limit):
+                part = np.sort(part)
+                spans.append((runs.seek(0, 2), part.size))
+                runs.write(memoryview(part).cast("B"))
+
+            def run(offset: int, n: int) -> Iterator[float]:
+                for start in range(0, n, 1 << 14):
+                    block = np.empty(min(1 << 14, n - start), dtype=np.float64)
+                    runs.seek(offset + start * block.itemsize)
+                    runs.readinto(block)  # type: ignore[attr-defined]
+                    yield from block.tolist()
+
+            yield from heapq.merge(*(run(offset, n) for offset, n in spans))
 
     def close(self) -> None:
         """Drop the values and delete the spill file."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infermeter.metrics.samplecolumn import SampleColumn, describe_column
+from infermeter.core.samplecolumn import SampleColumn, describe_column
 from infermeter.metrics.stats import describe
 
 PS = [1, 25, 50, 90, 99, 99.9, 99.99]
@@ -143,12 +143,14 @@ def test_the_spill_file_is_anonymous_and_gone_on_close(tmp_path: Path) -> None:
 
 def test_bad_values_and_use_after_close_are_refused() -> None:
     col = SampleColumn(memory_limit=10)
-    for bad in (float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="finite"):
-            col.append(bad)
-        with pytest.raises(ValueError, match="finite"):
-            col.extend(np.array([1.0, bad]))
+    with pytest.raises(ValueError, match="NaN|numbers"):
+        col.append(float("nan"))
+    with pytest.raises(ValueError, match="NaN|numbers"):
+        col.extend(np.array([1.0, float("nan")]))
     assert len(col) == 0
+    col.append(float("inf"))  # a value numpy's statistics take too
+    assert col.max() == float("inf")
+    col = SampleColumn(memory_limit=10)
     col.close()
     with pytest.raises(ValueError, match="closed"):
         col.append(1.0)
@@ -178,3 +180,13 @@ def test_a_spilled_column_stays_in_bounded_memory() -> None:
     want = describe(a, PS)
     assert [got[f"p{p}"] for p in ("50", "99", "99.99")] == [want[f"p{p}"] for p in ("50", "99", "99.99")]
     assert got["count"] == n and got["max"] == want["max"]
+
+
+@pytest.mark.parametrize("limit", [10, 1000, 1_000_000])
+def test_sorted_values_walks_every_value_in_order(limit: int) -> None:
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(0, 2, 4000), np.zeros(50), np.full(30, 1.5)])
+    with SampleColumn(memory_limit=limit) as col:
+        col.extend(values)
+        assert col.spilled == (limit < values.size)
+        assert list(col.sorted_values()) == np.sort(values).tolist()
