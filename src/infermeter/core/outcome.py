@@ -1,7 +1,8 @@
 """What one run produced, as every layer above the load generator sees it.
 
 ``RunOutcome`` is the load generator's answer; ``ClientStats`` is the client's
-account of itself; ``Counters`` are the live numbers a progress display reads;
+account of itself; ``Counters`` are the live numbers a progress display reads
+(with live TTFT/ITL/E2EL histograms, core/livestats.py);
 ``StopPolicy`` is when a run gives up early.  Nothing here imports the rest of
 infermeter: these types are the contract between the layers.
 """
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from infermeter.core.livestats import LatencySnapshot, LiveLatencies
 from infermeter.core.records import RequestRecord
 
 
@@ -62,7 +64,8 @@ class StopPolicy:
 
 @dataclass
 class Counters:
-    """Live numbers for the progress display (read, never written, by it)."""
+    """Live numbers for the progress display (read, never written, by it; its ``snapshot()``
+    only folds buffered latencies into their histograms)."""
 
     total: int = 0
     sent: int = 0
@@ -71,10 +74,21 @@ class Counters:
     output_tokens: int = 0
     phase: str = "idle"
     started: float = field(default_factory=time.perf_counter)
+    # TTFT, ITL and E2EL (seconds) of the measured, successful requests so far
+    latencies: LiveLatencies = field(default_factory=LiveLatencies)
 
     @property
     def in_flight(self) -> int:
         return self.sent - self.finished
+
+    def observe(self, rec: RequestRecord) -> None:
+        """A finished measured request: its latencies join the live histograms if it succeeded."""
+        if rec.ok:
+            self.latencies.observe(rec)
+
+    def snapshot(self) -> LatencySnapshot:
+        """Copies of the live latency histograms, with everything observed so far folded in."""
+        return self.latencies.snapshot()
 
 
 @dataclass
