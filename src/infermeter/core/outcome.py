@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from infermeter.core.livestats import LatencySnapshot, LiveLatencies
 from infermeter.core.records import RequestRecord
@@ -62,6 +62,18 @@ class StopPolicy:
         return None
 
 
+class _Phase:
+    """The ``phase`` field of Counters: setting it also stamps ``phase_started`` (perf_counter),
+    so a display knows when the counting restarted without polling for it."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> str:
+        return "idle" if obj is None else obj._phase  # no instance: the dataclass default
+
+    def __set__(self, obj: Any, value: str) -> None:
+        obj._phase = value
+        obj.phase_started = time.perf_counter()
+
+
 @dataclass
 class Counters:
     """Live numbers for the progress display (read, never written, by it; its ``snapshot()``
@@ -72,7 +84,7 @@ class Counters:
     finished: int = 0
     failed: int = 0
     output_tokens: int = 0
-    phase: str = "idle"
+    phase: _Phase = _Phase()  # a str: "idle", "warm-up", "measuring", "waiting"
     started: float = field(default_factory=time.perf_counter)
     # TTFT, ITL and E2EL (seconds) of the measured, successful requests so far
     latencies: LiveLatencies = field(default_factory=LiveLatencies)
