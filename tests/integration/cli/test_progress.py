@@ -68,3 +68,27 @@ def test_a_bad_interval_is_a_one_line_error(value, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1
     assert "--progress-interval" in err and "Traceback" not in err
+
+
+def test_sweep_cells_write_progress_lines(test_server, tokenizer_dir, tmp_path, capsys):
+    import yaml
+
+    server = test_server(ttft_ms=20, itl_ms=5)
+    spec = {"name": "prog", "output_dir": str(tmp_path / "exp"),
+            "targets": {"t": {"url": server.base_url, "model": "test-model", "tokenizer": str(tokenizer_dir)}},
+            "workloads": {"rnd": {"dataset": "random", "random_input_len": 16, "random_output_len": 4}},
+            "load": {"rate_steps": [[20]], "step_hold_s": 1.0},
+            "options": {"ignore_eos": True}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["sweep", str(path), "--disable-tqdm", "--progress-interval", "0.2"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress ")]
+    assert len(lines) >= 3
+    last = _fields(lines[-1])
+    assert last["done"] == "20" and last["failed"] == "0" and float(last["ttft_p50_ms"]) >= 15
+
+
+def test_sweep_refuses_a_bad_interval(capsys):
+    assert main(["sweep", "--recipe", "x", "--progress-interval", "0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--progress-interval 0 is not a positive number" in err
