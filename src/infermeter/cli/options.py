@@ -94,6 +94,9 @@ OWN_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--shard",), dict(default=None, help="run slice i of N of the schedule, e.g. 0/2")),
     (("--start-at",), dict(type=float, default=None, help="wall-clock epoch (s) at which the window starts")),
     (("--workers",), dict(type=int, default=1, help="client processes, each running one shard")),
+    (("--progress-interval",), dict(type=float, default=None, metavar="SECONDS",
+                                    help="write a plain key=value progress line to stderr every SECONDS "
+                                         "(with or without a terminal; docs/cli.md)")),
     (("--overwrite",), dict(action="store_true",
                             help="replace an existing --result-filename (without it, an existing file is refused)")),
     # workloads and load shapes (docs/workloads.md)
@@ -339,7 +342,8 @@ def run_fields(ns: argparse.Namespace) -> dict[str, Any]:
         "percentile_metrics": metrics, "metric_percentiles": ns.metric_percentiles,
         "goodput": list(ns.goodput or []), "result_filename": ns.result_filename,
         "metadata": parse_kv(ns.metadata or [], "--metadata", "version=0.3.3"),
-        "save_generated_text": ns.save_detailed, "progress": not ns.disable_tqdm, "label": ns.label,
+        "save_generated_text": ns.save_detailed, "progress": not ns.disable_tqdm,
+        "progress_interval": ns.progress_interval, "label": ns.label,
         "shard": ns.shard, "start_at": ns.start_at, "workers": ns.workers,
         "gpu_price": ns.gpu_price, "gpu_price_per": ns.gpu_price_per, "gpu_count": ns.gpu_count,
         "dstack_run": ns.dstack_run,

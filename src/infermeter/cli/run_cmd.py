@@ -64,7 +64,7 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
     try:
         report = execute_run(
             spec, argv=["infermeter", *sys.argv[1:]],
-            progress=live_progress(err) if spec.output.progress else None,
+            progress=_progress(err, spec),
             engine_progress=engine_progress, log=log,
         )
     except KeyboardInterrupt:  # outside the load (typer would turn it into a silent exit 130)
@@ -97,6 +97,14 @@ def execute(spec: RunSpec, *, json_summary: bool = False, settings: dict | None 
     code = exit_code_for(report.result)
     if code:
         raise typer.Exit(code)
+
+
+def _progress(err: Console, spec: RunSpec):
+    """The live view on a terminal (unless --disable-tqdm) and --progress-interval's lines."""
+    o = spec.output
+    if not o.progress and o.progress_interval is None:
+        return None
+    return live_progress(err, live=o.progress, interval=o.progress_interval)
 
 
 EXIT_OK = 0

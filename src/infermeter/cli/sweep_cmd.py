@@ -74,13 +74,17 @@ def sweep(
     only: Annotated[Optional[str], Opt("--only", help="Run only this target's cells")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print the cells in run order and the estimated duration; run nothing")] = False,
     disable_tqdm: Annotated[bool, Opt("--disable-tqdm", help="No live progress display")] = False,
+    progress_interval: Annotated[Optional[float], Opt("--progress-interval", metavar="SECONDS", help="Write a plain key=value progress line of the running cell to stderr every SECONDS")] = None,
 ) -> None:
     """Run an experiment: every target x workload x load point x repeat, one run per cell, resumable."""
+    if progress_interval is not None and not 0 < progress_interval < float("inf"):
+        raise UserError(f"--progress-interval {progress_interval:g} is not a positive number of seconds",
+                        "pass e.g. --progress-interval 10")
     spec = load_experiment(spec_file, recipe, target, model, tokenizer, output_dir, set_)
     if dry_run:
         print_plan(spec, only)
         return
-    code = run(spec, resume=resume, only=only, progress=not disable_tqdm)
+    code = run(spec, resume=resume, only=only, progress=not disable_tqdm, progress_interval=progress_interval)
     if code:
         raise typer.Exit(code)
 
@@ -218,7 +222,8 @@ def cell_summary(row: dict[str, Any]) -> str:
     return ", ".join(parts) + (f"  [{'; '.join(flags)}]" if flags else "")
 
 
-def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, progress: bool = True) -> int:
+def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, progress: bool = True,
+        progress_interval: float | None = None) -> int:
     from infermeter.cli.engine_progress import EngineProgress
     from infermeter.cli.progress import live_progress
     from infermeter.experiments.cells import format_duration
@@ -236,7 +241,9 @@ def run(spec: ExperimentSpec, *, resume: bool = False, only: str | None = None, 
         previous = None
     try:
         outcome = run_sweep(spec, resume=resume, only=only, events=events,  # type: ignore[arg-type]
-                            progress=live_progress(err) if progress else None, engine_progress=engine_progress,
+                            progress=live_progress(err, live=progress, interval=progress_interval)
+                            if progress or progress_interval is not None else None,
+                            engine_progress=engine_progress,
                             argv=["infermeter", *sys.argv[1:]])
     finally:
         if previous is not None:

@@ -1,7 +1,8 @@
 """What one run produced, as every layer above the load generator sees it.
 
 ``RunOutcome`` is the load generator's answer; ``ClientStats`` is the client's
-account of itself; ``Counters`` are the live numbers a progress display reads;
+account of itself; ``Counters`` are the live numbers a progress display reads
+(with live TTFT/ITL/E2EL histograms, core/livestats.py);
 ``StopPolicy`` is when a run gives up early.  Nothing here imports the rest of
 infermeter: these types are the contract between the layers.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
+from infermeter.core.livestats import LatencySnapshot, LiveLatencies
 from infermeter.core.records import RequestRecord
 
 
@@ -60,21 +62,45 @@ class StopPolicy:
         return None
 
 
+class _Phase:
+    """The ``phase`` field of Counters: setting it also stamps ``phase_started`` (perf_counter),
+    so a display knows when the counting restarted without polling for it."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> str:
+        return "idle" if obj is None else obj._phase  # no instance: the dataclass default
+
+    def __set__(self, obj: Any, value: str) -> None:
+        obj._phase = value
+        obj.phase_started = time.perf_counter()
+
+
 @dataclass
 class Counters:
-    """Live numbers for the progress display (read, never written, by it)."""
+    """Live numbers for the progress display (read, never written, by it; its ``snapshot()``
+    only folds buffered latencies into their histograms)."""
 
     total: int = 0
     sent: int = 0
     finished: int = 0
     failed: int = 0
     output_tokens: int = 0
-    phase: str = "idle"
+    phase: _Phase = _Phase()  # a str: "idle", "warm-up", "measuring", "waiting"
     started: float = field(default_factory=time.perf_counter)
+    # TTFT, ITL and E2EL (seconds) of the measured, successful requests so far
+    latencies: LiveLatencies = field(default_factory=LiveLatencies)
 
     @property
     def in_flight(self) -> int:
         return self.sent - self.finished
+
+    def observe(self, rec: RequestRecord) -> None:
+        """A finished measured request: its latencies join the live histograms if it succeeded."""
+        if rec.ok:
+            self.latencies.observe(rec)
+
+    def snapshot(self) -> LatencySnapshot:
+        """Copies of the live latency histograms, with everything observed so far folded in."""
+        return self.latencies.snapshot()
 
 
 @dataclass

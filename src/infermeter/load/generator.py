@@ -202,6 +202,7 @@ class LoadRunner:
         if rec.warmup:  # its times go on the measured window's origin once that is known (run)
             return
         rec.shift(self._origin)
+        c.observe(rec)  # live TTFT/ITL/E2EL histograms (successful requests only)
         try:
             if self.sink is not None:
                 self.sink(rec)

@@ -121,6 +121,7 @@ class OutputSection(Section):
     metadata: dict[str, str] = Field(default_factory=dict)
     label: str | None = None  # vLLM's --label: the result's "label" key and file-name prefix
     progress: bool = True
+    progress_interval: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds between plain progress lines on stderr
     percentile_metrics: str = "ttft,tpot,itl,e2el"
     metric_percentiles: str = "50,90,95,99"
     goodput: list[str] = Field(default_factory=list)

@@ -171,3 +171,19 @@ def test_after_warmup_runs_between_the_warmup_and_the_window():
     assert len(calls) == 1 and calls[0] < runner._origin
     assert all(w.end is not None and w.end <= 0 for w in outcome.warmup_records)  # ran before the origin
     assert all(r.sent >= 0 for r in outcome.records)
+
+
+def test_the_live_histograms_hold_the_measured_successful_requests():
+    plan = make_plan(30)
+
+    async def go():
+        runner = LoadRunner(FakeTransport(), OpenAIProtocol(chat=False), RequestOptions(model="m"), plan,
+                            prompts(30))
+        return runner, await runner.run()
+
+    runner, outcome = asyncio.run(go())
+    snap = runner.counters.snapshot()
+    ok = [r for r in outcome.records if r.ok]
+    assert snap.ttft.count == snap.e2el.count == len(ok) == 30
+    assert snap.itl.count == sum(len(r.itls) for r in ok) > 0
+    assert snap.e2el.max == max(r.e2el for r in ok)
