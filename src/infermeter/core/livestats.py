@@ -38,6 +38,27 @@ class LatencySnapshot:
     def rel_error(self) -> float:
         return self.ttft.rel_error
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result's ``infermeter.histograms``: seconds, sparse log buckets (core/histogram.py)."""
+        return {"rel_error": self.rel_error, "unit": "s", "ttft": self.ttft.to_dict(), "itl": self.itl.to_dict(),
+                "e2el": self.e2el.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencySnapshot":
+        return cls(*(LogHistogram.from_dict(data[name]) for name in ("ttft", "itl", "e2el")))
+
+    @classmethod
+    def merged(cls, parts: list["LatencySnapshot"]) -> "LatencySnapshot":
+        """The histograms of every part's requests together: bucket counts add, so the merge is exact
+        (the same histograms as one process observing every request would hold)."""
+        first = parts[0]
+        out = cls(first.ttft.copy(), first.itl.copy(), first.e2el.copy())
+        for part in parts[1:]:
+            out.ttft.merge(part.ttft)
+            out.itl.merge(part.itl)
+            out.e2el.merge(part.e2el)
+        return out
+
 
 def _clean(values: np.ndarray) -> np.ndarray:
     """Finite and non-negative (a clock oddity in one record must not stop the run)."""

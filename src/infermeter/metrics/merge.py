@@ -24,6 +24,7 @@ import orjson
 
 from infermeter.errors import UserError
 from infermeter.load.schedule import LoadMode, LoadPlan
+from infermeter.core.livestats import LatencySnapshot
 from infermeter.core.notices import Notice, as_notice, dedupe
 from infermeter.metrics.compute import GoodputSLO, compute
 from infermeter.metrics.findings import RECOMPUTED, metric_warnings
@@ -186,6 +187,10 @@ def merge_shards(shards: Sequence[tuple[dict, Iterable[RequestRecord]]], *, name
         command=list(im0.get("provenance", {}).get("command", [])),
         label=first.get("label"), save_detailed="generated_texts" in first,
     )
+    hists = [r["infermeter"].get("histograms") for r in results]
+    if all(hists):  # every shard's live histograms: their merge is exact (core/livestats.py)
+        out["infermeter"]["histograms"] = LatencySnapshot.merged(
+            [LatencySnapshot.from_dict(h) for h in hists]).to_dict()
     out["infermeter"]["warmup_requests"] = sum(int(r["infermeter"].get("warmup_requests", 0)) for r in results)
     out["infermeter"]["merged_from"] = sources
     out["infermeter"]["cell_id"] = im0.get("cell_id")

@@ -43,6 +43,8 @@ def analyse(plan: RunPlan, run: Driven, argv: list[str] | None) -> dict[str, Any
     result["infermeter"]["validity"] = assess(
         result, outcome.records, ValidityOptions(client_error_tolerance_pct=o.client_error_tolerance))
     result["infermeter"]["telemetry"] = run.telemetry
+    if run.histograms is not None:  # approximate (rel_error) but exactly mergeable across workers and shards
+        result["infermeter"]["histograms"] = run.histograms.to_dict()
     result["infermeter"]["efficiency"] = efficiency_for(result, spec)
     result["infermeter"]["workload_metrics"] = workload_metrics(  # docs/workloads.md
         plan, run.load, outcome.records, run.telemetry, getattr(outcome, "turns_not_sent", None))

@@ -52,6 +52,7 @@ class Driven:
     writer: RecordWriter
     result_path: Path
     records_path: Path
+    histograms: Any = None  # core/livestats.LatencySnapshot: the live histograms at the run's end
 
 
 def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Tokenizer | None, *,
@@ -145,7 +146,7 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     }
     return Driven(outcome=outcome, load=load, backend=backend, model=model, tokenizer=tokenizer,
                   tokenizer_id=tokenizer_id, target=target, telemetry=telemetry_summary, writer=writer,
-                  result_path=result_path, records_path=writer.path)
+                  result_path=result_path, records_path=writer.path, histograms=counters.snapshot())
 
 
 async def _run_load(plan: RunPlan, base_url, headers, protocol, options, load, prompts, warm, writer, counters,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from infermeter.core import recordstore, samplecolumn
+from infermeter.core.livestats import LatencySnapshot, LiveLatencies
 from infermeter.core.recordstore import run_duration
 from infermeter.metrics.compute import compute
 from infermeter.metrics.merge import merge_files
@@ -77,3 +78,27 @@ def test_shards_of_long_runs_merge_exactly(test_server, tokenizer_dir, tmp_path,
     want = compute(recs, run_duration(recs), merged["infermeter"]["percentiles"])
     for key in ("p50_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "mean_e2el_ms"):
         assert merged[key] == pytest.approx(want[key], rel=1e-9), key
+
+
+def test_live_histograms_merge_exactly_and_stay_within_their_bound(test_server, tokenizer_dir, tmp_path):
+    server = test_server(ttft_ms=4, itl_ms=1)
+    for k in (0, 1):
+        execute_run(spec(server, tokenizer_dir, tmp_path, shard=f"{k}/2", num_prompts=400,
+                         result_filename=f"s{k}.json"))
+    merged, records_path = merge_files([tmp_path / "s0.json", tmp_path / "s1.json"], tmp_path / "merged.json")
+    live = LatencySnapshot.from_dict(merged["infermeter"]["histograms"])
+    # exact: the merged buckets are those of one histogram fed every shard's requests (as recorded)
+    ok = [x for k in (0, 1) for x in read_records(tmp_path / f"s{k}.records.jsonl") if x.ok and not x.warmup]
+    one = LiveLatencies()
+    for rec in ok:
+        one.observe(rec)
+    whole = one.snapshot()
+    for name in ("ttft", "itl", "e2el"):
+        a, b = getattr(live, name), getattr(whole, name)
+        assert a.buckets() == b.buckets() and a.count == b.count and a.min == b.min and a.max == b.max, name
+    # approximate: each percentile within the stated relative error of the exact one
+    bound = merged["infermeter"]["histograms"]["rel_error"]
+    for name, key in (("ttft", "ttft"), ("itl", "itl"), ("e2el", "e2el")):
+        for p in (50, 90, 99):
+            exact = merged[f"p{p}_{key}_ms"] / 1e3
+            assert getattr(live, name).percentile(p) == pytest.approx(exact, rel=bound, abs=1e-9), (name, p)
