@@ -325,6 +325,11 @@ def _merge_client(results: list[dict], names: list[str], records: Iterable[Reque
         tols = [c.get("client_error_tolerance_pct") for c in cs if c.get("client_error_tolerance_pct") is not None]
         stats.client_error_tolerance_pct = min(tols) if tols else None
     stats.cpu_busy = any(c.get("cpu_busy") for c in cs)
+    pauses = [c for c in cs if c.get("gc_pause_max_ms") is not None]
+    if pauses:  # the longest pause of any process; the time and count of all
+        stats.gc_pause_max_ms = max(c["gc_pause_max_ms"] for c in pauses)
+        stats.gc_pause_total_ms = sum(c.get("gc_pause_total_ms") or 0.0 for c in pauses)
+        stats.gc_collections = sum(int(c.get("gc_collections") or 0) for c in pauses)
     extra: dict[str, Any] = {"processes": len(cs), "cpu_seconds_total": cpu}
     for key in ("verdict",):
         vals = [c.get(key) for c in cs if c.get(key)]
