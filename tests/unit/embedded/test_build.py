@@ -41,7 +41,7 @@ def _install_fake_build(flags=CMAKE_FLAGS, version=LLAMA_CPP_PYTHON_VERSION) -> 
     folder.mkdir(parents=True)
     binary = _script(folder / "llama-server", "echo 'version: 42 (deadbee)' >&2\n")
     (folder / "build.json").write_text(json.dumps({
-        "llama_cpp_python": version, "cmake_flags": list(flags), "target": "llama-server"}))
+        **build._stamp(), "llama_cpp_python": version, "cmake_flags": list(flags)}))
     return binary
 
 
@@ -146,6 +146,7 @@ esac
     stamp = json.loads((binary.parent / "build.json").read_text())
     assert stamp["llama_cpp_python"] == LLAMA_CPP_PYTHON_VERSION
     assert stamp["cmake_flags"] == list(CMAKE_FLAGS)
+    assert stamp["light_targets"] == {"targets": list(build.LIGHT_TARGETS), "opt": build.LIGHT_OPT}
     assert stamp["build_seconds"] >= 0
     assert ("compile", 1, 3) in events and ("compile", 3, 3) in events
     assert events[-1] == ("done", None, None)
@@ -191,3 +192,21 @@ def test_version_parsing(tmp_path: Path) -> None:
     silent = _script(tmp_path / "silent", "exit 3\n")
     with pytest.raises(EngineError):
         llama_server_version(silent)
+
+
+def test_a_binary_built_without_the_light_targets_setting_is_rebuilt(cache: Path) -> None:
+    binary = _install_fake_build()
+    assert build._is_current(binary)
+    info = json.loads((binary.parent / "build.json").read_text())
+    del info["light_targets"]  # an engine built before the light targets were compiled -O1
+    (binary.parent / "build.json").write_text(json.dumps(info))
+    assert not build._is_current(binary)
+
+
+def test_the_light_targets_include_defers_to_the_end_of_the_top_directory() -> None:
+    text = build.light_targets_cmake()
+    assert "cmake_language(DEFER DIRECTORY" in text
+    for target in build.LIGHT_TARGETS:
+        assert target in text
+    assert f"target_compile_options(${{t}} PRIVATE {build.LIGHT_OPT})" in text
+    assert "ggml" not in text and "server-context" not in text  # the speed-setting code stays -O3
