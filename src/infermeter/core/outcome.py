@@ -41,6 +41,9 @@ class ClientStats:
     client_error_bound_pct: dict | None = None  # {"ttft", "itl"}: how far the lag could move each, % of its mean
     client_error_tolerance_pct: float | None = None  # the bound past which the run is client-bound
     cpu_busy: bool | None = None  # the client process used nearly a whole core
+    prompts_built_ahead: int | None = None  # measured prompts built before the first send (None: all of them)
+    prompt_waits: int | None = None  # sends that waited for their prompt to be built (load/feed.py)
+    prompt_wait_s: float | None = None  # seconds those sends waited, in all
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

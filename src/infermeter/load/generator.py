@@ -24,7 +24,8 @@ from infermeter.core.records import RequestRecord
 from infermeter.core.recordstore import RecordStore, run_duration
 from infermeter.core.samplecolumn import SampleColumn
 from infermeter.core.transport import Transport
-from infermeter.load.monitor import LoopMonitor
+from infermeter.load.feed import Feed, FeedError, ListFeed, item_of
+from infermeter.load.monitor import GcPauses, LoopMonitor
 from infermeter.load.pacing import ArrivalWaiter
 from infermeter.load.schedule import LoadMode, LoadPlan, arrival_offsets, offered_rates
 from infermeter.load.shard import sleep_until_epoch
@@ -42,7 +43,7 @@ class LoadRunner:
         protocol: Protocol,
         options: RequestOptions,
         plan: LoadPlan,
-        prompts: Sequence[Prompt],
+        prompts: Sequence[Prompt] | Feed,
         warmup_prompts: Sequence[Prompt] = (),
         *,
         seed: int = 0,
@@ -56,11 +57,15 @@ class LoadRunner:
         after_warmup: Callable[[], None] | None = None,
         rates: Sequence[float] | None = None,
     ) -> None:
-        if len(prompts) != plan.num_requests:
+        timed_loop = plan.mode is LoadMode.CONCURRENCY and bool(plan.duration_s)
+        # The bodies in send order: a feed (built as the run goes: load/feed.py) or a list's.
+        self.feed = prompts if isinstance(prompts, Feed) else ListFeed(prompts, protocol, options, cycle=timed_loop)
+        if self.feed.count != plan.num_requests:
             raise ValueError("one prompt per planned request")
         # A shard runs a slice of a larger plan: ``indices`` are the global
         # request numbers of ``prompts`` and ``offsets`` their global send times.
-        self._indices = list(indices) if indices is not None else range(plan.num_requests)
+        self._indices = (range(plan.num_requests) if indices is None
+                         else indices if isinstance(indices, range) else list(indices))
         if len(self._indices) != plan.num_requests:
             raise ValueError("one global index per planned request")
         self._offsets = None if offsets is None else np.asarray(offsets, dtype=float)
@@ -77,18 +82,13 @@ class LoadRunner:
         self.protocol = protocol
         self.options = options
         self.plan = plan
-        self.prompts = list(prompts)
         self.warmup_prompts = list(warmup_prompts)
         self.seed = seed
         self.sink = sink
         self.stop_policy = stop_policy or StopPolicy()
         self.counters = counters or Counters()
         self.count_tokens = count_tokens  # used only when the server reports no usage
-        # Bodies are serialised before the clock starts.  Each is copied to an
-        # exact-size bytes object: orjson's result keeps its working buffer
-        # (measured ~3.7 KB per 200-byte body, 366 MB per 100k requests).
-        self._bodies = [_compact(protocol.build_body(p, options)) for p in self.prompts]
-        self._warmup_bodies = [_compact(protocol.build_body(p, options)) for p in self.warmup_prompts]
+        self._warmup_bodies = [item_of(p, protocol, options)[0] for p in self.warmup_prompts]
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
         self.sink_error: Exception | None = None  # why the sink stopped taking records
@@ -246,10 +246,17 @@ class LoadRunner:
             if self.sink is not None:
                 self.sink(rec)
 
-    def _new_record(self, i: int, scheduled: float) -> RequestRecord:
-        p = self.prompts[i]
-        rec = RequestRecord(index=self._indices[i], warmup=False, scheduled=scheduled, input_len=p.input_len,
-                            requested_output_len=p.output_len)
+    async def _waited(self) -> tuple | None:
+        """The next prompt when it was not built yet (None: the builder failed, and the run stops)."""
+        try:
+            return await self.feed.wait()
+        except FeedError as exc:
+            self.request_stop(str(exc))
+            return None
+
+    def _new_record(self, i: int, scheduled: float, item: tuple) -> RequestRecord:
+        rec = RequestRecord(index=self._indices[i], warmup=False, scheduled=scheduled, input_len=item[1],
+                            requested_output_len=item[2])
         if self._rates is not None:
             rec.offered_rate = self._rates if type(self._rates) is float else float(self._rates[i])
         self._open[id(rec)] = rec
@@ -279,6 +286,7 @@ class LoadRunner:
         assert self.plan.max_concurrency
         n = self.plan.num_requests
         next_index = 0
+        take = self.feed.take
 
         async def worker() -> None:
             nonlocal next_index
@@ -287,9 +295,12 @@ class LoadRunner:
                 if i >= n:
                     return
                 next_index += 1
+                item = take() or await self._waited()
+                if item is None:
+                    return
                 # Closed loop: a request is due the moment a slot frees.
-                rec = self._new_record(i, time.perf_counter())
-                await self._request(rec, self._bodies[i], None)
+                rec = self._new_record(i, time.perf_counter(), item)
+                await self._request(rec, item[0], None)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(min(self.plan.max_concurrency, n))]
         await self._wait_or_stop(workers)
@@ -298,7 +309,7 @@ class LoadRunner:
         """A closed loop for ``duration_s``: the prompts are a pool, cycled; request i is the
         i-th sent.  Nothing is sent after the duration (see ``_wait_or_cut``)."""
         assert self.plan.max_concurrency and self.plan.duration_s
-        pool = len(self.prompts)
+        take = self.feed.take
         deadline = self._origin + self.plan.duration_s
         clock = time.perf_counter
         next_index = 0
@@ -308,12 +319,14 @@ class LoadRunner:
             while not self._stop.is_set() and clock() < deadline:
                 i = next_index
                 next_index += 1
-                p = self.prompts[i % pool]
-                rec = RequestRecord(index=i, warmup=False, scheduled=clock(), input_len=p.input_len,
-                                    requested_output_len=p.output_len)
+                item = take() or await self._waited()  # the pool of prompts, cycled
+                if item is None:
+                    return
+                rec = RequestRecord(index=i, warmup=False, scheduled=clock(), input_len=item[1],
+                                    requested_output_len=item[2])
                 self._open[id(rec)] = rec
                 self.counters.total = next_index
-                await self._request(rec, self._bodies[i % pool], None)
+                await self._request(rec, item[0], None)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.plan.max_concurrency)]
         await self._wait_or_cut(workers)
@@ -356,13 +369,17 @@ class LoadRunner:
         waiter = ArrivalWaiter(loop)
         i = 0
         n = plan.num_requests
+        take = self.feed.take
         try:
             while i < n and not self._stop.is_set():
                 now = clock() - origin
                 # Send everything that is due: one wake-up may cover several arrivals.
                 while i < n and offsets[i] <= now:
-                    rec = self._new_record(i, origin + float(offsets[i]))
-                    task = loop.create_task(self._request(rec, self._bodies[i], slot))
+                    item = take() or await self._waited()
+                    if item is None:
+                        break
+                    rec = self._new_record(i, origin + float(offsets[i]), item)
+                    task = loop.create_task(self._request(rec, item[0], slot))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     i += 1
@@ -403,6 +420,13 @@ class LoadRunner:
         self._stop.set()
 
     async def run(self) -> RunOutcome:
+        try:
+            await self.feed.start()  # a feed built as the run goes reads its builder from now on
+            return await self._run()
+        finally:
+            self.feed.close()
+
+    async def _run(self) -> RunOutcome:
         warm = await self._warmup()
         if warm and self.after_warmup is not None:
             self.after_warmup()  # before the window's origin: it may block the loop for a scrape
@@ -425,7 +449,7 @@ class LoadRunner:
         # collection is a pause every read waiting meanwhile is stamped after.
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
-        gc_pauses = _GcPauses()
+        gc_pauses = GcPauses()
         gc.callbacks.append(gc_pauses)
         monitor.start()
         try:
@@ -439,6 +463,10 @@ class LoadRunner:
         client.gc_pause_max_ms = gc_pauses.longest * 1e3
         client.gc_collections = gc_pauses.count
         client.finish_backlog_max = self.backlog_max
+        feed = self.feed
+        if feed.lazy:
+            client.prompts_built_ahead = getattr(feed, "head", None)
+        client.prompt_waits, client.prompt_wait_s = feed.waits, feed.wait_s
         records.sort_by_index()
         duration = run_duration(records)
         if self.plan.mode is LoadMode.RATE:  # dispatch lag from the columns, a block at a time
@@ -456,25 +484,6 @@ class LoadRunner:
 GC_YOUNG_THRESHOLD = int(os.environ.get("INFERMETER_GC_THRESHOLD", "50000"))
 
 
-class _GcPauses:
-    """Counts the garbage collector's pauses (gc.callbacks)."""
-
-    def __init__(self) -> None:
-        self.total = self.longest = 0.0
-        self.count = 0
-        self._t0 = 0.0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._t0 = time.perf_counter()
-        else:
-            d = time.perf_counter() - self._t0
-            self.total += d
-            self.count += 1
-            if d > self.longest:
-                self.longest = d
-
-
 def _compact_rates(rates: Sequence[float]) -> float | np.ndarray:
     """Each request's offered rate: one float when they are all the same (a plain rate run: no
     array of millions of equal floats), else a float array."""
@@ -482,5 +491,3 @@ def _compact_rates(rates: Sequence[float]) -> float | np.ndarray:
     return float(arr[0]) if arr.size and (arr == arr[0]).all() else arr
 
 
-def _compact(body: bytes) -> bytes:
-    return bytes(bytearray(body)) if type(body) is bytes else body

@@ -279,3 +279,22 @@ def judge_client(stats: ClientStats, mean_ttft_ms: float | None, mean_itl_ms: fl
     stats.cpu_busy = stats.cpu_utilization > cpu_limit
     stats.reasons = reasons
     stats.client_bound = bool(reasons)
+
+
+class GcPauses:
+    """Counts the garbage collector's pauses (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.total = self.longest = 0.0
+        self.count = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            d = time.perf_counter() - self._t0
+            self.total += d
+            self.count += 1
+            if d > self.longest:
+                self.longest = d

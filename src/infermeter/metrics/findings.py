@@ -76,6 +76,10 @@ def metric_warnings(metrics: dict, client: ClientStats, *, rate_mode: bool,
     if client.cpu_busy:
         out.append(Notice("client-cpu-busy", f"the client process used {100 * client.cpu_utilization:.0f}% of a core",
                           {"cpu_utilization": client.cpu_utilization}))
+    if client.prompt_waits:
+        out.append(Notice("prompt-wait", f"{client.prompt_waits} sends waited {client.prompt_wait_s or 0:.3f} s in all "
+                          "for their prompt to be built: the client could not build prompts as fast as it sent them",
+                          {"waits": client.prompt_waits, "wait_s": client.prompt_wait_s}))
     if rate_mode and client.dispatch_lag_p99_ms and client.dispatch_lag_p99_ms > 1.0:
         out.append(Notice("sends-late", f"sends ran late: p99 dispatch lag {client.dispatch_lag_p99_ms:.2f} ms",
                           {"dispatch_lag_p99_ms": client.dispatch_lag_p99_ms}))

@@ -330,6 +330,13 @@ def _merge_client(results: list[dict], names: list[str], records: Iterable[Reque
         stats.gc_pause_max_ms = max(c["gc_pause_max_ms"] for c in pauses)
         stats.gc_pause_total_ms = sum(c.get("gc_pause_total_ms") or 0.0 for c in pauses)
         stats.gc_collections = sum(int(c.get("gc_collections") or 0) for c in pauses)
+    waited = [c for c in cs if c.get("prompt_waits") is not None]
+    if waited:
+        stats.prompt_waits = sum(int(c["prompt_waits"]) for c in waited)
+        stats.prompt_wait_s = sum(float(c.get("prompt_wait_s") or 0.0) for c in waited)
+    ahead = [c.get("prompts_built_ahead") for c in cs if "prompts_built_ahead" in c]
+    if ahead and any(a is not None for a in ahead):
+        stats.prompts_built_ahead = sum(int(a) for a in ahead if a is not None)
     extra: dict[str, Any] = {"processes": len(cs), "cpu_seconds_total": cpu}
     for key in ("verdict",):
         vals = [c.get(key) for c in cs if c.get(key)]

@@ -18,8 +18,9 @@ from infermeter.clients.transports import make_transport
 from infermeter.core.outcome import Counters, StopPolicy
 from infermeter.core.protocol import RequestOptions
 from infermeter.errors import FieldError, UserError
+from infermeter.load.feed import Feed, open_feed
 from infermeter.load.generator import LoadRunner
-from infermeter.load.schedule import LoadPlan, offered_rates
+from infermeter.load.schedule import LoadMode, LoadPlan, offered_rates
 from infermeter.load.sessions import SessionRunner
 from infermeter.runner.plan import RunPlan
 from infermeter.runner.probe import probe_target
@@ -28,7 +29,7 @@ from infermeter.secrets import api_key_from, redact_headers, redact_url, url_cre
 from infermeter.storage.files import RecordWriter
 from infermeter.storage.names import claim, sibling, slug
 from infermeter.telemetry.summary import window_inputs
-from infermeter.workloads import make_prompts
+from infermeter.workloads import make_prompts, prompt_builder
 from infermeter.workloads._common import ChatFormat, chat_counts
 from infermeter.workloads.tokenizer import Tokenizer, load_tokenizer
 
@@ -78,34 +79,51 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     log(f"tokenizer: {tokenizer_id}")
     if tokenizer is None:
         tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=t.trust_remote_code)
-    # a step or time-bounded rate plan sets the count (a closed loop for --duration cycles its prompts)
-    prompts = make_prompts(plan.workload, tokenizer, plan.load.num_requests, ld.seed, plan.chat)
-    warm = (make_prompts(plan.workload, tokenizer, ld.warmup_requests, ld.seed + WARMUP_SEED_OFFSET, plan.chat)
-            if ld.warmup_requests else [])
-    _check_context(every_prompt(prompts), info.max_model_len)
-    load, prompts, load_args = shape_load(plan, prompts)  # traces, conversations
-    shard_args: dict[str, Any] = {"start_at": start_gate or ld.start_at, **load_args}
-    if plan.shard is not None:  # the same global prompts and schedule; this shard's slice of them
-        mine = plan.shard.indices(len(prompts))
-        shard_args.update(indices=mine, offsets=plan.shard.offsets(plan.load, ld.seed))
-        rates = offered_rates(plan.load)
-        if rates is not None:
-            shard_args["rates"] = rates[mine]
-        prompts = [prompts[i] for i in mine]
-        warm = [warm[i] for i in plan.shard.indices(len(warm))]
-
     options = RequestOptions(model=model, stream=c.stream,
                              ignore_eos=c.ignore_eos and backend.ignore_eos and kind != "tgi",
                              temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
                              extra_body=dict(c.extra_body))
     protocol = make_protocol(kind, plan.endpoint)
+    # a step or time-bounded rate plan sets the count (a closed loop for --duration cycles its prompts)
+    builder = prompt_builder(plan.workload, tokenizer, plan.load.num_requests, ld.seed, plan.chat)
+    warm = (make_prompts(plan.workload, tokenizer, ld.warmup_requests, ld.seed + WARMUP_SEED_OFFSET, plan.chat)
+            if ld.warmup_requests else [])
+    if builder.lazy:  # built as the run goes, a little ahead of the sends (load/feed.py)
+        _check_context(warm, info.max_model_len)
+        load, load_args = plan.local_load, {}
+        n = plan.load.num_requests
+    else:
+        prompts = builder.prompts
+        _check_context(every_prompt(prompts), info.max_model_len)
+        load, prompts, load_args = shape_load(plan, prompts)  # traces, conversations
+        n = len(prompts)
+    shard_args: dict[str, Any] = {"start_at": start_gate or ld.start_at, **load_args}
+    order: Any = range(n)
+    if plan.shard is not None:  # the same global prompts and schedule; this shard's slice of them
+        order = plan.shard.indices(n)
+        shard_args.update(indices=order, offsets=plan.shard.offsets(plan.load, ld.seed))
+        rates = offered_rates(plan.load)
+        if rates is not None:
+            shard_args["rates"] = rates[order.start::order.step]
+        warm = [warm[i] for i in plan.shard.indices(len(warm))]
+    if builder.lazy:  # the first prompts now (a context too short for them stops here), the rest as sent
+        timed_loop = load.mode is LoadMode.CONCURRENCY and bool(load.duration_s)
+        prompts = open_feed(builder, order, protocol, options, cycle=timed_loop,
+                            check=lambda ps: _check_context(ps, info.max_model_len))
+    elif plan.shard is not None:
+        prompts = [prompts[i] for i in order]
     o = spec.output
     columns = record_columns(o.target_name or o.label or backend.name, o.cell_id)
-    result_path, writer = claim(
-        Path(o.result_dir), o.result_filename or f"{result_stem(plan, backend.name, model)}.json",
-        o.if_exists if o.result_filename else "next",
-        lambda path, replace: RecordWriter(path, keep_text=o.save_generated_text, replace=replace,
-                                           columns=columns))
+    try:
+        result_path, writer = claim(
+            Path(o.result_dir), o.result_filename or f"{result_stem(plan, backend.name, model)}.json",
+            o.if_exists if o.result_filename else "next",
+            lambda path, replace: RecordWriter(path, keep_text=o.save_generated_text, replace=replace,
+                                               columns=columns))
+    except BaseException:
+        if isinstance(prompts, Feed):
+            prompts.close()
+        raise
     counters = Counters()
     shard_args["after_warmup"] = telemetry.after_warmup  # samples again between warm-up and window
     telemetry.mark_phase("load")
@@ -114,6 +132,8 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
                                         counters, progress, tokenizer, shard_args))
     finally:
         writer.close()
+        if isinstance(prompts, Feed):
+            prompts.close()
     # What stop(outcome) would derive from the records, derived here by
     # walking them (stop would list them all: a long run's records are
     # kept compactly and rebuilt on access, so never all at once).

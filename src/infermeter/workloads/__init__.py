@@ -9,6 +9,13 @@ each module's docstring for its semantics and how it relates to
 tokenizer has no chat template").  The same arguments always give the same
 prompts, and the first n prompts do not depend on ``num_prompts``.
 
+``prompt_builder(...)`` gives the same prompts a chunk at a time:
+``builder.at(indices)`` builds any request numbers (``at(range(n))`` is
+``make_prompts``), which is how a long run makes its prompts shortly before it
+sends them (load/feed.py).  ``sonnet``, ``random`` and ``shared-prefix`` build
+each prompt from its own seeded stream; the datasets read from files build
+their whole (finite) list once and hand out slices.
+
 ``chat=True`` builds for ``/v1/chat/completions``: ``Prompt.messages`` holds
 the turns and ``input_len`` counts the chat-formatted prompt.  ``chat=False``
 builds ``/v1/completions`` text.  Token counts never include special tokens
@@ -52,6 +59,7 @@ __all__ = [
     "setting",
     "load_tokenizer",
     "make_prompts",
+    "prompt_builder",
     "parse_spec",
 ]
 
@@ -66,9 +74,43 @@ _BUILDERS: dict[type, Any] = {
 }
 
 
-def make_prompts(spec: Any,
-                 tokenizer: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
-    """Build ``num_prompts`` prompts of workload ``spec`` (a spec model, or a mapping for :func:`parse_spec`)."""
+_CHUNKED: dict[type, Any] = {
+    SonnetSpec: sonnet.Builder,
+    RandomSpec: random_tokens.Builder,
+    SharedPrefixSpec: shared_prefix.Builder,
+}
+
+
+class ListBuilder:
+    """A workload built whole (files, traces, conversations), handed out by request number."""
+
+    lazy = False
+
+    def __init__(self, prompts: PromptList) -> None:
+        self.prompts = prompts
+        self.num_prompts = len(prompts)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.prompts.notes)
+
+    def at(self, indices) -> list[Prompt]:
+        return [self.prompts[int(i)] for i in indices]
+
+
+def prompt_builder(spec: Any, tokenizer: Tokenizer, num_prompts: int, seed: int, chat: bool) -> Any:
+    """A builder of workload ``spec``'s prompts: ``.at(indices)``, ``.notes``, ``.num_prompts`` and
+    ``.lazy`` (True: each prompt is built on its own, so a run can build them as it goes)."""
+    spec = _checked(spec, num_prompts, seed)
+    chunked = _CHUNKED.get(type(spec))
+    if chunked is not None:
+        builder = chunked(spec, tokenizer, num_prompts, seed, chat)
+        builder.lazy = True
+        return builder
+    return ListBuilder(make_prompts(spec, tokenizer, num_prompts, seed, chat))
+
+
+def _checked(spec: Any, num_prompts: int, seed: int) -> Any:
     if isinstance(spec, dict):
         spec = parse_spec(spec)
     if isinstance(num_prompts, bool) or not isinstance(num_prompts, int) or num_prompts < 1:
@@ -77,6 +119,13 @@ def make_prompts(spec: Any,
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise FieldError("load.seed", seed, "{load.seed} {value} must be a whole number >= 0",
                          "pass {load.seed} 0 or another non-negative integer")
+    return spec
+
+
+def make_prompts(spec: Any,
+                 tokenizer: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
+    """Build ``num_prompts`` prompts of workload ``spec`` (a spec model, or a mapping for :func:`parse_spec`)."""
+    spec = _checked(spec, num_prompts, seed)
     builder = _BUILDERS.get(type(spec))
     if builder is None:
         raise TypeError(f"not a workload spec: {spec!r}")

@@ -163,43 +163,67 @@ def exact_texts(tok: Tokenizer, bodies: list[list[int]], targets: list[int], pre
     return best_text, best_len
 
 
+class Builder:
+    """The ``random`` prompts of one spec, seed and endpoint, any request numbers at a time.
+
+    Prompt ``i`` depends only on ``(seed, i)``: ``at([5, 6])`` equals the
+    same two of ``at(range(10))`` (what the load feed's chunks rely on).
+    """
+
+    def __init__(self, spec: RandomSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> None:
+        self.spec, self.tok, self.num_prompts, self.seed, self.chat = spec, tok, num_prompts, seed, chat
+        self._notes: list[str] = []
+        self.pool = pool = token_pool(tok)
+        r = spec.range_ratio
+        self.in_range = length_range(spec.input_len, r)
+        lo, hi = length_range(spec.output_len, r)
+        self.out_range = (max(1, lo), max(1, hi))
+        self.prefix_text = ""
+        if spec.prefix_len:
+            prng = rng_for(seed, 0)
+            pids = pool[prng.integers(0, len(pool), size=spec.prefix_len)].tolist()
+            (self.prefix_text,), (plen,) = exact_texts(tok, [pids], [spec.prefix_len], "", [prng], pool)
+            if plen != spec.prefix_len:
+                self._notes.append(f"the shared random prefix has {plen} tokens, not {spec.prefix_len}: "
+                                   "the tokenizer would not settle; prompt lengths still count it")
+        self.wrap, self.overhead = chat_wrap(tok, pool, self._notes) if chat else (None, 0)
+        self.missed = 0  # prompts built so far that missed their exact length
+        self.missed_by = 0
+
+    @property
+    def notes(self) -> list[str]:
+        notes = list(self._notes)
+        if self.missed:
+            notes.append(f"{self.missed} of {self.num_prompts} random prompts missed their exact length "
+                         f"(by at most {self.missed_by} tokens); input_len records their real length")
+        return notes
+
+    def at(self, indices) -> list[Prompt]:
+        spec, pool = self.spec, self.pool
+        (in_lo, in_hi), (out_lo, out_hi) = self.in_range, self.out_range
+        rngs = [rng_for(self.seed, 1, int(i)) for i in indices]
+        in_lens, out_lens, bodies = [], [], []
+        for g in rngs:
+            n_in = int(g.integers(in_lo, in_hi + 1))
+            out_lens.append(int(g.integers(out_lo, out_hi + 1)))
+            in_lens.append(n_in)
+            bodies.append(pool[g.integers(0, len(pool), size=n_in)].tolist())
+        targets = [spec.prefix_len + n + self.overhead for n in in_lens]
+        texts, lengths = exact_texts(self.tok, bodies, targets, self.prefix_text, rngs, pool, self.wrap)
+        for n, t in zip(lengths, targets):
+            if n != t:
+                self.missed += 1
+                self.missed_by = max(self.missed_by, abs(n - t))
+        if self.chat:
+            return [Prompt(text=t, input_len=n, output_len=o, messages=user_turn(t))
+                    for t, n, o in zip(texts, lengths, out_lens)]
+        return [Prompt(text=t, input_len=n, output_len=o) for t, n, o in zip(texts, lengths, out_lens)]
+
+
 def build(spec: RandomSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
-    notes: list[str] = []
-    pool = token_pool(tok)
-    r = spec.range_ratio
-    in_lo, in_hi = length_range(spec.input_len, r)
-    out_lo, out_hi = (max(1, n) for n in length_range(spec.output_len, r))
-
-    prefix_text = ""
-    if spec.prefix_len:
-        prng = rng_for(seed, 0)
-        pids = pool[prng.integers(0, len(pool), size=spec.prefix_len)].tolist()
-        (prefix_text,), (plen,) = exact_texts(tok, [pids], [spec.prefix_len], "", [prng], pool)
-        if plen != spec.prefix_len:
-            notes.append(f"the shared random prefix has {plen} tokens, not {spec.prefix_len}: "
-                         "the tokenizer would not settle; prompt lengths still count it")
-
-    rngs = [rng_for(seed, 1, i) for i in range(num_prompts)]
-    in_lens, out_lens, bodies = [], [], []
-    for g in rngs:
-        n_in = int(g.integers(in_lo, in_hi + 1))
-        out_lens.append(int(g.integers(out_lo, out_hi + 1)))
-        in_lens.append(n_in)
-        bodies.append(pool[g.integers(0, len(pool), size=n_in)].tolist())
-    targets = [spec.prefix_len + n for n in in_lens]
-    wrap, overhead = chat_wrap(tok, pool, notes) if chat else (None, 0)
-    texts, lengths = exact_texts(tok, bodies, [t + overhead for t in targets], prefix_text, rngs, pool, wrap)
-
-    missed = [abs(n - t - overhead) for n, t in zip(lengths, targets) if n != t + overhead]
-    if missed:
-        notes.append(f"{len(missed)} of {num_prompts} random prompts missed their exact length "
-                     f"(by at most {max(missed)} tokens); input_len records their real length")
-    if chat:
-        prompts = [Prompt(text=t, input_len=n, output_len=o, messages=user_turn(t))
-                   for t, n, o in zip(texts, lengths, out_lens)]
-    else:
-        prompts = [Prompt(text=t, input_len=n, output_len=o) for t, n, o in zip(texts, lengths, out_lens)]
-    return PromptList(prompts, notes)
+    builder = Builder(spec, tok, num_prompts, seed, chat)
+    prompts = builder.at(range(num_prompts))
+    return PromptList(prompts, builder.notes)
 
 
 def chat_wrap(tok: Tokenizer, pool: np.ndarray, notes: list[str]) -> tuple[Callable[[str], str] | None, int]:

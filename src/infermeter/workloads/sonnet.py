@@ -77,76 +77,83 @@ def file_lines(path: Path) -> tuple[str, ...]:
     return lines
 
 
+class Builder:
+    """The sonnet prompts of one spec, seed and endpoint, any request numbers at a time
+    (prompt ``i`` depends only on ``(seed, i)``)."""
+
+    def __init__(self, spec: SonnetSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> None:
+        self.spec, self.tok, self.num_prompts, self.seed, self.chat = spec, tok, num_prompts, seed, chat
+        notes: list[str] = []
+        lines = file_lines(Path(spec.path)) if spec.path is not None else sonnet_lines()
+        counts = np.asarray(count_batch(tok, lines), dtype=np.int64)
+        avg = float(counts.mean())
+        fmt = ChatFormat(tok)
+        if not fmt.has_template:
+            notes.append(NO_TEMPLATE_NOTE)
+            if not chat:
+                notes.append("sonnet sends the raw prompt to /v1/completions: the tokenizer has no chat "
+                             "template to format it with (vLLM refuses this case)")
+        self.fmt = fmt
+        base_offset = len(tok.encode(self.formatted(INSTRUCTION)))
+        longest = int(counts.max())
+        need = base_offset + longest
+        if spec.input_len < need:
+            raise UserError(
+                f"--sonnet-input-len {spec.input_len} is too small: the instruction takes {base_offset} tokens "
+                f"(chat template included) and a poem line up to {longest}",
+                f"pass --sonnet-input-len {need} or more",
+            )
+
+        num_prefix = max(round((spec.prefix_len - base_offset) / avg), 0)
+        head_tokens = 0
+        for _ in range(MAX_TRIMS + 1):
+            head = INSTRUCTION + "".join(lines[i % len(lines)] for i in range(num_prefix))
+            head_tokens = len(tok.encode(self.formatted(head)))
+            if head_tokens <= spec.input_len or num_prefix == 0:
+                break
+            # Rounding put the prefix past input_len: drop enough lines, then measure again.
+            excess, drop = head_tokens - spec.input_len, 0
+            while excess > 0 and drop < num_prefix:
+                drop += 1
+                excess -= int(counts[(num_prefix - drop) % len(lines)])
+            num_prefix -= drop
+        if head_tokens > spec.input_len:  # pragma: no cover - needs a pathological tokenizer
+            raise FieldError("workload.sonnet_prefix_len", spec.prefix_len, "{workload.sonnet_prefix_len} {value} "
+                             "cannot fit {workload.sonnet_input_len} {input_len}",
+                             "lower {workload.sonnet_prefix_len}", input_len=spec.input_len)
+        self.notes = notes
+        self.lines, self.counts, self.avg, self.head = lines, counts, avg, head
+        self.budget = spec.input_len - head_tokens
+
+    def formatted(self, raw: str) -> str:
+        return (self.fmt.render(user_turn(raw)) or raw) if self.fmt.has_template else raw
+
+    def at(self, indices) -> list[Prompt]:
+        spec, tok, lines, head = self.spec, self.tok, self.lines, self.head
+        picks = [_pick_lines(rng_for(self.seed, 1, int(i)), self.counts, self.budget, self.avg) for i in indices]
+        raws = [head + "".join(lines[j] for j in p) for p in picks]
+        sent = [self.formatted(r) for r in raws]
+        lengths = count_batch(tok, sent)
+        # Joined lines can tokenize a little longer than the sum of their parts: trim those prompts.
+        for _ in range(MAX_TRIMS):
+            over = [i for i, n in enumerate(lengths) if n > spec.input_len and picks[i]]
+            if not over:
+                break
+            for i in over:
+                picks[i] = picks[i][:-1]
+                raws[i] = head + "".join(lines[j] for j in picks[i])
+                sent[i] = self.formatted(raws[i])
+            for i, n in zip(over, count_batch(tok, [sent[i] for i in over])):
+                lengths[i] = n
+        if self.chat:
+            return [Prompt(text=raw, input_len=n, output_len=spec.output_len, messages=user_turn(raw))
+                    for raw, n in zip(raws, lengths)]
+        return [Prompt(text=text, input_len=n, output_len=spec.output_len) for text, n in zip(sent, lengths)]
+
+
 def build(spec: SonnetSpec, tok: Tokenizer, num_prompts: int, seed: int, chat: bool) -> PromptList:
-    notes: list[str] = []
-    lines = file_lines(Path(spec.path)) if spec.path is not None else sonnet_lines()
-    counts = np.asarray(count_batch(tok, lines), dtype=np.int64)
-    avg = float(counts.mean())
-    fmt = ChatFormat(tok)
-    if not fmt.has_template:
-        notes.append(NO_TEMPLATE_NOTE)
-        if not chat:
-            notes.append("sonnet sends the raw prompt to /v1/completions: the tokenizer has no chat "
-                         "template to format it with (vLLM refuses this case)")
-
-    def formatted(raw: str) -> str:
-        return (fmt.render(user_turn(raw)) or raw) if fmt.has_template else raw
-
-    base_offset = len(tok.encode(formatted(INSTRUCTION)))
-    longest = int(counts.max())
-    need = base_offset + longest
-    if spec.input_len < need:
-        raise UserError(
-            f"--sonnet-input-len {spec.input_len} is too small: the instruction takes {base_offset} tokens "
-            f"(chat template included) and a poem line up to {longest}",
-            f"pass --sonnet-input-len {need} or more",
-        )
-
-    num_prefix = max(round((spec.prefix_len - base_offset) / avg), 0)
-    head_tokens = 0
-    for _ in range(MAX_TRIMS + 1):
-        head = INSTRUCTION + "".join(lines[i % len(lines)] for i in range(num_prefix))
-        head_tokens = len(tok.encode(formatted(head)))
-        if head_tokens <= spec.input_len or num_prefix == 0:
-            break
-        # Rounding put the prefix past input_len: drop enough lines, then measure again.
-        excess, drop = head_tokens - spec.input_len, 0
-        while excess > 0 and drop < num_prefix:
-            drop += 1
-            excess -= int(counts[(num_prefix - drop) % len(lines)])
-        num_prefix -= drop
-    if head_tokens > spec.input_len:  # pragma: no cover - needs a pathological tokenizer
-        raise FieldError("workload.sonnet_prefix_len", spec.prefix_len, "{workload.sonnet_prefix_len} {value} "
-                         "cannot fit {workload.sonnet_input_len} {input_len}", "lower {workload.sonnet_prefix_len}",
-                         input_len=spec.input_len)
-
-    budget = spec.input_len - head_tokens
-    picks: list[list[int]] = []
-    for i in range(num_prompts):
-        picks.append(_pick_lines(rng_for(seed, 1, i), counts, budget, avg))
-
-    raws = [head + "".join(lines[j] for j in p) for p in picks]
-    sent = [formatted(r) for r in raws]
-    lengths = count_batch(tok, sent)
-    # Joined lines can tokenize a little longer than the sum of their parts: trim those prompts.
-    for _ in range(MAX_TRIMS):
-        over = [i for i, n in enumerate(lengths) if n > spec.input_len and picks[i]]
-        if not over:
-            break
-        for i in over:
-            picks[i] = picks[i][:-1]
-            raws[i] = head + "".join(lines[j] for j in picks[i])
-            sent[i] = formatted(raws[i])
-        for i, n in zip(over, count_batch(tok, [sent[i] for i in over])):
-            lengths[i] = n
-
-    prompts = []
-    for raw, text, n in zip(raws, sent, lengths):
-        if chat:
-            prompts.append(Prompt(text=raw, input_len=n, output_len=spec.output_len, messages=user_turn(raw)))
-        else:
-            prompts.append(Prompt(text=text, input_len=n, output_len=spec.output_len))
-    return PromptList(prompts, notes)
+    builder = Builder(spec, tok, num_prompts, seed, chat)
+    return PromptList(builder.at(range(num_prompts)), builder.notes)
 
 
 def _pick_lines(rng: np.random.Generator, counts: np.ndarray, budget: int, avg: float) -> list[int]:
