@@ -5,7 +5,7 @@ The llama.cpp sources come from the ``llama-cpp-python`` sdist (pinned by
 configuration (index, proxy, certificates) applies; only ``vendor/llama.cpp`` inside it
 is used, nothing of llama-cpp-python itself is built.  cmake configures it with
 ``CMAKE_FLAGS`` (no web-UI or OpenSSL download, static libraries, no tests or
-examples) and builds the single target ``llama-server`` (5-8 min on 2 cores, one
+examples) and builds the single target ``llama-server`` (about 5 min on 2 cores, one
 ~15 MB binary, tuned for this machine's CPU: ``GGML_NATIVE`` is llama.cpp's default).
 
 The result lives in ``<cache_root>/engine/llama.cpp-<version>/llama-server`` with a
