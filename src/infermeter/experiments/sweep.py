@@ -86,15 +86,18 @@ class SweepOutcome:
 
     @property
     def efficiency(self) -> float | None:
-        """Measured time / wall time of this sweep (None before anything ran)."""
-        return self.measured_s / self.wall_s if self.wall_s > 0 and self.measured_s > 0 else None
+        """Measured time / wall time of this sweep (None before anything ran), to 4 digits: the value
+        printed and the one stored in sweeps.jsonl are the same number."""
+        if self.wall_s > 0 and self.measured_s > 0:
+            return round(self.measured_s / self.wall_s, 4)
+        return None
 
     def summary(self) -> dict[str, Any]:
         return {"cells_run": len(self.done), "failed": len(self.failed), "left_pending": len(self.skipped),
                 "not_run": len(self.not_run), "interrupted": self.interrupted, "wall_s": round(self.wall_s, 3),
                 "measured_s": round(self.measured_s, 3), "server_start_s": round(self.server_start_s, 3),
                 "warmup_cells": self.warmups,
-                "efficiency": round(self.efficiency, 4) if self.efficiency is not None else None}
+                "efficiency": self.efficiency}
 
 
 @dataclass

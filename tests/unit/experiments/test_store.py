@@ -132,3 +132,14 @@ def test_a_folder_of_another_experiment_is_refused(tmp_path):
         run_sweep(spec)
     with pytest.raises(UserError, match="holds experiment 'other', not 's'"):
         run_sweep(spec, resume=True)
+
+
+def test_sweep_efficiency_printed_is_the_one_stored(tmp_path):
+    # 0.40347 prints as 40.3 % but is stored as 0.4035 (40.4 %) unless both use the same rounded value
+    from infermeter.cli.sweep_cmd import efficiency_line
+    from infermeter.experiments.sweep import SweepOutcome
+
+    outcome = SweepOutcome(store=Store(tmp_path), planned=1, done_before=0, wall_s=100.0, measured_s=40.347)
+    stored = outcome.summary()["efficiency"]
+    assert stored == 0.4035
+    assert f"efficiency {stored * 100:.1f} %" in efficiency_line(outcome)
