@@ -7,14 +7,16 @@ output_len)``, in the order the generator sends them:
 * :class:`ListFeed` holds the bodies of a list of prompts: the warm-up, a run
   whose prompts take under ``HEAD_S`` to build (most runs: nothing changes for
   them), and the workloads read whole from files (their list already exists).
-* :func:`open_feed` builds prompts in this process for up to ``HEAD_S``
-  seconds, in chunks that grow from ``CHUNK_MIN``; if that was not all of them,
-  a forked child process (niced, so the client and the server win the CPU when
-  they want it) builds the rest, chunk by chunk, and streams them through a
-  pipe.  The parent reads the pipe in its event loop and keeps at most
-  ``AHEAD_MAX`` items ahead of the sends (the pipe and the child's one chunk
-  in progress hold a little more), so memory does not grow with the request
-  count and the first request goes out after ``HEAD_S`` or less.
+* :func:`open_feed` builds prompts in this process for ``HEAD_S`` seconds, in
+  chunks that grow from ``CHUNK_MIN``.  If that will not be all of them, it
+  starts a builder process (``load/feed_child.py``: a fresh, niced
+  interpreter, so the client and the server win the CPU when they want it),
+  keeps building here until that process is ready, and then leaves the rest to
+  it: it builds chunk by chunk and streams them through a pipe.  The event loop
+  reads the pipe and keeps at most ``AHEAD_MAX`` items ahead of the sends (the
+  pipe and the chunk in progress hold a little more), so memory does not grow
+  with the request count and the first request goes out after ``HEAD_S`` (or
+  the builder's start-up, if longer).
 
 The prompts are the same ones :func:`~infermeter.workloads.make_prompts` would
 build for the same seed (each is drawn from its own stream: see
@@ -30,20 +32,20 @@ import asyncio
 import collections
 import fcntl
 import os
-import signal
+import pickle
+import select
 import struct
+import subprocess
+import sys
+import threading
 import time
-import traceback
 from typing import Any, Callable, Sequence
 
 from infermeter.core.prompt import Prompt
 from infermeter.core.protocol import Protocol, RequestOptions
-from infermeter.errors import UserError
 
-# Building in-process before the first send.  Infinite by default: every prompt is built before the
-# start, as before, until the forked builder is proven inside full runs (INFERMETER_FEED_HEAD_S=0.3
-# turns it on; in a full run it has been seen to stall, which STALL_S turns into a stopped run).
-HEAD_S = float(os.environ.get("INFERMETER_FEED_HEAD_S", "inf"))
+# Building in this process before the first send (INFERMETER_FEED_HEAD_S=inf: every prompt, up front).
+HEAD_S = float(os.environ.get("INFERMETER_FEED_HEAD_S", "0.3"))
 STALL_S = 30.0  # a builder that sends nothing this long while a send waits has failed
 CHUNK_MIN, CHUNK_MAX = 16, 1024  # prompts per chunk; a chunk aims at CHUNK_S of building
 CHUNK_S = 0.05
@@ -51,7 +53,13 @@ AHEAD_MAX = 8192  # items read ahead of the sends (reading pauses beyond, resume
 CHILD_NICE = int(os.environ.get("INFERMETER_FEED_NICE", "10"))
 PIPE_BYTES = 1 << 20
 
-_ITEM = struct.Struct("<iiI")  # input_len (-1: an error message follows), output_len (-1: none), body length
+# The stream's frames: input_len (-1: an error message follows, -2: ready), output_len (-1: none), body length.
+_ITEM = struct.Struct("<iiI")
+_READY = -2
+_START = struct.Struct("<qq")  # the parent's go: first position, first chunk size
+F_SETPIPE_SZ = 1031
+# Building in this process while the builder process starts: at most this long past HEAD_S.
+READY_MAX_S = float(os.environ.get("INFERMETER_FEED_READY_MAX_S", "2.0"))
 
 Item = tuple[bytes, int, "int | None"]
 ContextCheck = Callable[[Sequence[Prompt]], None]
@@ -122,23 +130,23 @@ class ListFeed(Feed):
 
 
 class ChildFeed(Feed):
-    """Items built in this process first (``head``), then streamed from a forked builder."""
+    """Items built in this process first (``head``), then streamed from a builder process."""
 
     lazy = True
 
-    def __init__(self, head: list[Item], count: int, fd: int, pid: int) -> None:
+    def __init__(self, head: list[Item], count: int, fd: int, proc: subprocess.Popen) -> None:
         super().__init__()
         self.count = count
         self._items: collections.deque[Item] = collections.deque(head)
         self.head = len(head)
         self._fd: int | None = fd
-        self._pid: int | None = pid
+        self._proc: subprocess.Popen | None = proc
         self._buf = bytearray()
         self._transport: asyncio.ReadTransport | None = None
         self._paused = False
         self._eof = False
         self._error: str | None = None
-        self._waiter: asyncio.Future | None = None
+        self._waiters: list[asyncio.Future] = []  # sends waiting for a prompt (a closed loop has several)
         self.received = 0  # items read from the child
 
     async def start(self) -> None:
@@ -169,19 +177,23 @@ class ChildFeed(Feed):
                 if self._error is not None:
                     raise FeedError(self._error)
                 if self._eof or self._transport is None:
-                    raise FeedError(f"the prompt builder stopped after {self.head + self.received} of "
-                                    f"{self.count} prompts")
-                self._waiter = asyncio.get_running_loop().create_future()
+                    raise FeedError(f"the prompt builder stopped after {self._built()}")
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
                 try:
-                    await asyncio.wait_for(self._waiter, STALL_S)
+                    await asyncio.wait_for(waiter, STALL_S)
                 except asyncio.TimeoutError:
                     raise FeedError(f"the prompt builder sent nothing for {STALL_S:g} s after "
-                                    f"{self.head + self.received} of {self.count} prompts") from None
+                                    f"{self._built()}") from None
         finally:
             self.wait_s += time.perf_counter() - t0
         item = self.take()
         assert item is not None
         return item
+
+    def _built(self) -> str:
+        built = self.head + self.received
+        return f"{built} prompts" if built > self.count else f"{built} of {self.count} prompts"  # (a cycled pool)
 
     def _received(self, data: bytes) -> None:
         buf = self._buf
@@ -194,6 +206,8 @@ class ChildFeed(Feed):
                 break
             body = bytes(buf[pos + size:end])
             pos = end
+            if in_len == _READY:
+                continue
             if in_len < 0:
                 self._error = body.decode("utf-8", "replace")
                 break
@@ -210,9 +224,10 @@ class ChildFeed(Feed):
         self._wake()
 
     def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -226,16 +241,9 @@ class ChildFeed(Feed):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._pid is not None:
-            try:
-                os.kill(self._pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                pass
-            self._pid = None
+        if self._proc is not None:
+            _end(self._proc)
+            self._proc = None
         self._items.clear()
 
     def describe(self) -> dict[str, Any]:
@@ -273,36 +281,51 @@ def open_feed(builder: Any, order: Sequence[int], protocol: Protocol, options: R
               check: ContextCheck | None = None, cycle: bool = False, head_s: float | None = None) -> Feed:
     """A feed of ``builder``'s prompts at request numbers ``order`` (cycled when ``cycle``).
 
-    Builds in this process for up to ``head_s`` (``HEAD_S``) seconds; what is left is built by a
-    forked child.  ``check(prompts)`` raises for prompts the server cannot take (its context).
+    Builds in this process for up to ``head_s`` (``HEAD_S``) seconds, or until the builder
+    process started meanwhile is ready (at most ``READY_MAX_S``); that process builds the rest.
+    ``check(prompts)`` raises for prompts the server cannot take (its context); it, the builder,
+    the protocol and the options are pickled to the builder process.
     """
     head_s = HEAD_S if head_s is None else head_s
     n = len(order)
     items: list[Item] = []
     pos, chunk = 0, CHUNK_MIN
+    child: BuilderProcess | None = None
+    lazy = bool(getattr(builder, "lazy", False))
     t0 = time.perf_counter()
-    while pos < n:
-        stop = min(n, pos + chunk)
-        t = time.perf_counter()
-        prompts = builder.at([order[k] for k in range(pos, stop)])
-        if check is not None:
-            check(prompts)
-        items.extend(item_of(p, protocol, options) for p in prompts)
-        pos = stop
-        chunk = _next_chunk(chunk, time.perf_counter() - t)
-        if time.perf_counter() - t0 >= head_s:
-            break
-    if pos >= n or not getattr(builder, "lazy", False):
-        while pos < n:  # a list workload: its prompts exist already
-            stop = min(n, pos + CHUNK_MAX)
+    try:
+        while pos < n:
+            stop = min(n, pos + chunk)
+            t = time.perf_counter()
             prompts = builder.at([order[k] for k in range(pos, stop)])
             if check is not None:
                 check(prompts)
             items.extend(item_of(p, protocol, options) for p in prompts)
-            pos = stop
-        return ListFeed.of_items(items, cycle=cycle)
-    fd, pid = _fork_builder(builder, order, pos, chunk, protocol, options, check, cycle)
-    return ChildFeed(items, n, fd, pid)
+            took = time.perf_counter() - t
+            pos, chunk = stop, _next_chunk(chunk, took)
+            spent = time.perf_counter() - t0
+            if not lazy or pos >= n:
+                continue
+            if child is None and spent / pos * n > head_s:  # more than the head: start the builder now
+                child = BuilderProcess.start(builder, order, protocol, options, check, cycle)
+                if child is None:  # it cannot be sent to another process: build it all here
+                    lazy = False
+                    continue
+            if child is not None and spent >= head_s and (child.ready() or spent >= head_s + READY_MAX_S):
+                break
+        if pos >= n:
+            if child is not None:
+                child.close()
+            return ListFeed.of_items(items, cycle=cycle)
+        assert child is not None
+        fd, proc = child.go(pos, chunk)
+        feed = ChildFeed(items, n, fd, proc)
+        feed._error = child.error
+        return feed
+    except BaseException:
+        if child is not None:
+            child.close()
+        raise
 
 
 def _next_chunk(chunk: int, took: float) -> int:
@@ -313,67 +336,104 @@ def _next_chunk(chunk: int, took: float) -> int:
     return chunk
 
 
-def _fork_builder(builder: Any, order: Sequence[int], pos: int, chunk: int, protocol: Protocol,
-                  options: RequestOptions, check: ContextCheck | None, cycle: bool) -> tuple[int, int]:
-    r, w = os.pipe()
-    try:
-        fcntl.fcntl(w, 1031, PIPE_BYTES)  # F_SETPIPE_SZ: more built ahead before the loop reads
-    except OSError:
-        pass
-    # The tokenizers library warns in a forked child after it has used threads unless this is set.
-    had = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = had or "false"
-    try:
-        pid = os.fork()
-    finally:
-        if had is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-    if pid == 0:  # the child: build, write, exit (never return into the caller)
-        code = 0
+class BuilderProcess:
+    """A fresh Python process (``python -m infermeter.load.feed_child``) that builds prompts.
+
+    A fresh interpreter, not a fork: a fork copies the locks of the parent's threads (the
+    tokenizer's thread pool among them) in whatever state they are, and a forked child that used
+    the tokenizer after its pool had run in the parent blocked for good.  The builder is pickled
+    to it (a writer thread feeds the pipe, so the parent builds its head meanwhile); it says when
+    it is ready, then builds from the position it is given.
+    """
+
+    def __init__(self, proc: subprocess.Popen, writer: threading.Thread) -> None:
+        self.proc = proc
+        self.writer = writer
+        self._ready = False
+        self.error: str | None = None  # what it said instead of being ready
+
+    @classmethod
+    def start(cls, builder: Any, order: Sequence[int], protocol: Protocol, options: RequestOptions,
+              check: ContextCheck | None, cycle: bool) -> "BuilderProcess | None":
         try:
-            os.close(r)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            if CHILD_NICE:
-                os.nice(CHILD_NICE)
-            _build_into(w, builder, order, pos, chunk, protocol, options, check, cycle)
-        except BrokenPipeError:
-            pass  # the parent is done with us
-        except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops the run
-            code = 1
-            if isinstance(exc, UserError):
-                msg = str(exc)
-            else:
-                msg = f"the prompt builder failed: {traceback.format_exception_only(exc)[-1].strip()}"
+            payload = pickle.dumps({"builder": builder, "order": order, "protocol": protocol, "options": options,
+                                    "check": check, "cycle": cycle, "nice": CHILD_NICE},
+                                   protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return None  # a builder that cannot travel (a transformers tokenizer, say): built here
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="false")  # one core, niced: the client and server first
+        proc = subprocess.Popen([sys.executable, "-m", "infermeter.load.feed_child"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env, bufsize=0, close_fds=True)
+        try:
+            fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_BYTES)  # more built ahead of the reads
+        except OSError:
+            pass
+        head = pickle.dumps(list(sys.path))
+
+        def send() -> None:
             try:
-                data = msg.encode()
-                _write_all(w, _ITEM.pack(-1, -1, len(data)) + data)
-            except OSError:
-                pass
-        finally:
-            os._exit(code)
-    os.close(w)
-    return r, pid
+                _write_all(proc.stdin.fileno(), head + payload)
+            except (ValueError, OSError):
+                pass  # it died (its error comes through its stdout) or was closed
+
+        writer = threading.Thread(target=send, name="infermeter-feed-send", daemon=True)
+        writer.start()
+        return cls(proc, writer)
+
+    def ready(self) -> bool:
+        """Whether the process has loaded the builder, or failed to (non-blocking until it speaks)."""
+        if self._ready:
+            return True
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], 0)[0]:
+            return False
+        header = _read_exact(fd, _ITEM.size)
+        self._ready = True
+        if len(header) < _ITEM.size:
+            self.error = "the prompt builder process ended before it was ready"
+        else:
+            code, _, length = _ITEM.unpack(header)
+            if code != _READY:  # an error frame: its message follows at once
+                self.error = _read_exact(fd, length).decode("utf-8", "replace")
+        return True
+
+    def go(self, pos: int, chunk: int) -> tuple[int, subprocess.Popen]:
+        """Start building at ``pos``; returns (the read end of its stream, the process)."""
+        self.writer.join()
+        try:
+            _write_all(self.proc.stdin.fileno(), _START.pack(pos, chunk))
+            self.proc.stdin.close()
+        except (ValueError, OSError):
+            pass
+        fd = os.dup(self.proc.stdout.fileno())
+        self.proc.stdout.close()
+        return fd, self.proc
+
+    def close(self) -> None:
+        _end(self.proc)
 
 
-def _build_into(w: int, builder: Any, order: Sequence[int], pos: int, chunk: int, protocol: Protocol,
-                options: RequestOptions, check: ContextCheck | None, cycle: bool) -> None:
-    n = len(order)
-    pack = _ITEM.pack
-    while cycle or pos < n:
-        stop = pos + chunk if cycle else min(n, pos + chunk)
-        t = time.perf_counter()
-        prompts = builder.at([order[k % n] for k in range(pos, stop)])
-        if check is not None:
-            check(prompts)
-        out = bytearray()
-        for p in prompts:
-            body = protocol.build_body(p, options)
-            out += pack(p.input_len, -1 if p.output_len is None else p.output_len, len(body))
-            out += body
-        chunk = _next_chunk(chunk, time.perf_counter() - t)
-        pos = stop
-        _write_all(w, out)
+def _read_exact(fd: int, size: int) -> bytes:
+    out = b""
+    while len(out) < size:
+        data = os.read(fd, size - len(out))
+        if not data:
+            break
+        out += data
+    return out
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Kill and reap a builder process (it holds nothing worth a graceful stop)."""
+    for f in (proc.stdin, proc.stdout):
+        try:
+            if f is not None:
+                f.close()
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:

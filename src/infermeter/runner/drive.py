@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import signal
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     if builder.lazy:  # the first prompts now (a context too short for them stops here), the rest as sent
         timed_loop = load.mode is LoadMode.CONCURRENCY and bool(load.duration_s)
         prompts = open_feed(builder, order, protocol, options, cycle=timed_loop,
-                            check=lambda ps: _check_context(ps, info.max_model_len))
+                            check=functools.partial(_check_context, max_model_len=info.max_model_len))
     elif plan.shard is not None:
         prompts = [prompts[i] for i in order]
     o = spec.output

@@ -233,13 +233,16 @@ def chat_wrap(tok: Tokenizer, pool: np.ndarray, notes: list[str]) -> tuple[Calla
     if not fmt.has_template:
         notes.append(NO_TEMPLATE_NOTE)
         return None, 0
-    wrap = _user_turn_formatter(fmt)
+    wrap = UserTurn(fmt)
     probe = decode_batch(tok, [pool[:8].tolist()])[0]
     return wrap, len(tok.encode(wrap(probe))) - len(tok.encode(probe))
 
 
-def _user_turn_formatter(fmt: ChatFormat) -> Callable[[str], str]:
-    def wrap(text: str) -> str:
-        return fmt.render(user_turn(text)) or text
+class UserTurn:
+    """``text`` as one user message in the chat template (a class, so that a builder pickles)."""
 
-    return wrap
+    def __init__(self, fmt: ChatFormat) -> None:
+        self.fmt = fmt
+
+    def __call__(self, text: str) -> str:
+        return self.fmt.render(user_turn(text)) or text

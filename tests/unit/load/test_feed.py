@@ -1,4 +1,4 @@
-"""The prompt feed (load/feed.py): prompts built in this process first, then by a forked child,
+"""The prompt feed (load/feed.py): prompts built in this process first, then by a builder process,
 handed out in send order, bounded ahead, and a failure in the child stops the run with its message."""
 
 from __future__ import annotations
@@ -12,6 +12,13 @@ from infermeter.core.prompt import Prompt
 from infermeter.errors import UserError
 from infermeter.load import feed as feed_mod
 from infermeter.load.feed import ChildFeed, FeedError, ListFeed, open_feed
+
+
+@pytest.fixture(autouse=True)
+def no_wait_for_ready(monkeypatch):
+    # The head stops at head_s even when the builder process is not ready yet: these tests
+    # exercise the stream (the prompts they build are so cheap that the head would take them all).
+    monkeypatch.setattr(feed_mod, "READY_MAX_S", 0.0)
 
 
 class Builder:
@@ -32,6 +39,27 @@ class Builder:
 class Protocol:
     def build_body(self, p, options):
         return p.text.encode()
+
+
+class Broken(Builder):
+    def at(self, indices):
+        if min(indices) >= 16:
+            raise KeyError("boom")
+        return super().at(indices)
+
+
+def check_context(prompts):
+    for p in prompts:
+        if p.input_len > 300:
+            raise UserError(f"a prompt of {p.input_len} tokens exceeds the server's context", "use shorter prompts")
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
 
 
 async def drain(feed, count: int) -> list:
@@ -59,7 +87,7 @@ def test_a_long_run_streams_its_prompts_from_a_child_in_order():
     feed = open_feed(Builder(), range(5000), Protocol(), None, head_s=0.0)
     try:
         assert isinstance(feed, ChildFeed) and feed.lazy
-        assert feed.head == feed_mod.CHUNK_MIN  # one chunk before the start, the rest from the child
+        assert feed_mod.CHUNK_MIN <= feed.head < 5000  # built here while the builder process started
         got = asyncio.run(drain(feed, 5000))
         assert got == [expect(i) for i in range(5000)]
         assert feed.received == 5000 - feed.head
@@ -101,13 +129,7 @@ def test_reading_pauses_ahead_of_the_sends_and_resumes(monkeypatch):
 
 
 def test_a_prompt_the_server_cannot_take_stops_the_feed_with_its_message():
-    def check(prompts):
-        for p in prompts:
-            if p.input_len > 300:
-                raise UserError(f"a prompt of {p.input_len} tokens exceeds the server's context",
-                                "use shorter prompts")
-
-    feed = open_feed(Builder(), range(1000), Protocol(), None, head_s=0.0, check=check)
+    feed = open_feed(Builder(), range(1000), Protocol(), None, head_s=0.0, check=check_context)
 
     async def go():
         await feed.start()
@@ -123,16 +145,10 @@ def test_a_prompt_the_server_cannot_take_stops_the_feed_with_its_message():
     finally:
         feed.close()
     with pytest.raises(UserError):  # one in the first chunk stops before the run, as before
-        open_feed(Builder(), range(400, 1000), Protocol(), None, head_s=0.0, check=check)
+        open_feed(Builder(), range(400, 1000), Protocol(), None, head_s=0.0, check=check_context)
 
 
 def test_a_builder_that_fails_is_reported_and_close_reaps_the_child():
-    class Broken(Builder):
-        def at(self, indices):
-            if min(indices) >= 16:
-                raise KeyError("boom")
-            return super().at(indices)
-
     feed = open_feed(Broken(), range(100), Protocol(), None, head_s=0.0)
 
     async def go():
@@ -142,10 +158,9 @@ def test_a_builder_that_fails_is_reported_and_close_reaps_the_child():
                 feed.take() or await feed.wait()
 
     asyncio.run(go())
-    pid = feed._pid
+    pid = feed._proc.pid
     feed.close()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    assert gone(pid)
 
 
 def test_a_stalled_builder_stops_the_wait(monkeypatch):
@@ -176,7 +191,28 @@ def test_waits_are_counted_when_the_builder_falls_behind():
 
 def test_closing_early_kills_a_child_blocked_on_a_full_pipe():
     feed = open_feed(Builder(), range(10_000_000), Protocol(), None, head_s=0.0)
-    pid = feed._pid
+    pid = feed._proc.pid
     feed.close()  # never started: the child is blocked writing
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    assert gone(pid)
+
+
+def test_several_sends_waiting_at_once_are_all_served(monkeypatch):
+    # A closed loop's workers wait for prompts together: each one must be woken, not only the last.
+    monkeypatch.setattr(feed_mod, "STALL_S", 3.0)
+    feed = open_feed(Builder(slow_s=0.2), range(200), Protocol(), None, head_s=0.0)
+
+    async def worker(out):
+        for _ in range(50):
+            out.append(feed.take() or await feed.wait())
+
+    async def go():
+        await feed.start()
+        out: list = []
+        await asyncio.gather(*(worker(out) for _ in range(4)))
+        return out
+
+    try:
+        got = asyncio.run(go())
+        assert sorted(got) == sorted(expect(i) for i in range(200))
+    finally:
+        feed.close()
