@@ -3,9 +3,10 @@
 Starts the in-tree test server (pinned to core 0, TTFT/ITL 0 ms, tiny
 outputs, keeping no per-request stats), runs ``infermeter run`` as a child
 process (pinned to core 1 where there is one) for N requests in a closed
-loop, and samples the client's VmRSS from /proc every second.  Prints RSS at
-10 %, 50 % and 100 % of the measured requests (by the finished count in the
-records file), the peak, and the request rate.
+loop, and samples the VmRSS of the client and its prompt builder process from
+/proc every second.  Prints the time from the client's start to its first
+request, RSS at 10 %, 50 % and 100 % of the measured requests (by the finished
+count in the records file), the peak, and the request rate.
 
     python benchmarks/memory_soak.py --num-prompts 100000
     python benchmarks/memory_soak.py --num-prompts 1000000 --json soak.json
@@ -37,16 +38,49 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def count_lines(path: Path) -> int:
-    """Records written so far (one JSONL line each); read in blocks, cheap enough once a second."""
+def tree_rss_kib(pid: int) -> int:
+    """RSS of a process and all its descendants (workers, the prompt builder), summed."""
+    total = rss_kib(pid) or 0
     try:
-        n = 0
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                n += block.count(b"\n")
-        return n
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_rss_kib(int(c)) for c in f.read().split())
     except OSError:
-        return 0
+        pass
+    return total
+
+
+class LineCounter:
+    """Records written so far (one JSONL line each), read on from where the last count stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.lines = path, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                while block := f.read(1 << 20):
+                    self.offset += len(block)
+                    self.lines += block.count(b"\n")
+        except OSError:
+            pass
+        return self.lines
+
+
+def first_send_epoch(records: Path, start_epoch: float, head: int = 20_000) -> float | None:
+    """The earliest send among the first records written (they finish in about send order)."""
+    import orjson
+
+    first = None
+    with records.open("rb") as f:
+        for k, line in enumerate(f):
+            if k >= head:
+                break
+            rec = orjson.loads(line)
+            if not rec.get("warmup") and rec.get("sent") is not None:
+                first = rec["sent"] if first is None else min(first, rec["sent"])
+    return None if first is None else start_epoch + first
 
 
 def main() -> int:
@@ -82,12 +116,14 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         pre = (lambda: os.sched_setaffinity(0, {client_cpu})) if client_cpu is not None else None
         t0 = time.monotonic()
+        started = time.time()
+        count_lines = LineCounter(records)
         proc = subprocess.Popen(cmd, env=env, preexec_fn=pre, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         samples: list[tuple[float, int, int]] = []  # (seconds, finished records, RSS KiB)
         while proc.poll() is None:
-            r = rss_kib(proc.pid)
-            if r is not None:
-                samples.append((time.monotonic() - t0, count_lines(records), r))
+            r = tree_rss_kib(proc.pid)  # the client and its prompt builder process
+            if r:
+                samples.append((time.monotonic() - t0, count_lines(), r))
             time.sleep(args.interval)
         out, err = proc.communicate()
         wall = time.monotonic() - t0
@@ -95,14 +131,18 @@ def main() -> int:
             print(err.decode()[-3000:], file=sys.stderr)
             return 1
         result = json.loads((tmp / name).read_text())
+        first = first_send_epoch(records, result["infermeter"]["start_epoch"])
 
     n = args.num_prompts
     print(f"requests {n}  completed {result['completed']}  failed {result['failed']}  "
           f"measured {result['duration']:.1f} s  {result['request_throughput']:.0f} req/s  "
           f"(process wall {wall:.1f} s, {len(samples)} samples)")
-    first_send = next((s for s in samples if s[1] > 0), None)
-    print(f"RSS before the first record: {max((s[2] for s in samples if s[1] == 0), default=0) / 1024:.1f} MiB"
-          + (f" (first record at {first_send[0]:.1f} s)" if first_send else ""))
+    first_s = None if first is None else first - started
+    client = result["infermeter"]["client"]
+    print(f"first request sent {first_s:.3f} s after the client process started; "
+          f"prompts built before it {client.get('prompts_built_ahead')}, "
+          f"sends that waited for a prompt {client.get('prompt_waits')} ({client.get('prompt_wait_s') or 0:.3f} s)")
+    print(f"RSS before the first record: {max((s[2] for s in samples if s[1] == 0), default=0) / 1024:.1f} MiB")
     for frac in (0.1, 0.5, 1.0):
         target = int(n * frac)
         hit = next((s for s in samples if s[1] >= target), samples[-1] if samples else None)
@@ -121,6 +161,7 @@ def main() -> int:
         print(f"peak RSS {peak[2] / 1024:.1f} MiB at t={peak[0]:.1f} s ({peak[1]} records written)")
     if args.json:
         Path(args.json).write_text(json.dumps({"num_prompts": n, "samples": samples, "wall_s": wall,
+                                               "first_request_s": first_s, "client": client,
                                                "request_throughput": result["request_throughput"],
                                                "duration": result["duration"]}))
     return 0

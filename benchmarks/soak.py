@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from memory_soak import rss_kib  # noqa: E402  (the same /proc reading)
+from memory_soak import tree_rss_kib  # noqa: E402  (the same /proc reading)
 
 PERCENTILES = (50, 90, 99)
 
@@ -55,18 +55,6 @@ def run_args(a, srv, tok_dir: Path, out: Path, name: str, *extra: str) -> list[s
                "--result-dir", str(out), "--result-filename", name, "--progress-interval", str(a.progress_interval),
                "--metric-percentiles", ",".join(map(str, PERCENTILES)), "--percentile-metrics", "ttft,tpot,itl,e2el",
                *extra)
-
-
-def tree_rss_kib(pid: int) -> int:
-    """RSS of a process and all its descendants (workers, the prompt builder), summed."""
-    total = rss_kib(pid) or 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(tree_rss_kib(int(c)) for c in f.read().split())
-    except OSError:
-        pass
-    return total
 
 
 def watch(procs: list[subprocess.Popen], interval: float, log: Path) -> list[tuple[float, int]]:

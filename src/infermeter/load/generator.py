@@ -128,6 +128,8 @@ class LoadRunner:
             if raw.end is None:
                 raw.end = time.perf_counter()
         self._finish_later(rec, raw)
+        if len(self._backlog) > self.BACKLOG_MAX:  # a closed loop must not outrun the interpreting
+            await self._drain()  # of its answers (the backlog would grow with the request count)
         return rec
 
     def _post(self, body: bytes, raw: RawExchange, rec: RequestRecord):
@@ -145,6 +147,7 @@ class LoadRunner:
     # about ``FINISH_SLICE_S`` (at least one response), one slice per loop
     # iteration: between slices the loop polls the sockets and stamps reads.
     FINISH_SLICE_S = 0.0003
+    BACKLOG_MAX = 1024  # completed answers waiting; past it a request's task waits for the backlog
 
     def _finish_later(self, rec: RequestRecord, raw: RawExchange) -> None:
         self._backlog.append((rec, raw))
@@ -174,12 +177,12 @@ class LoadRunner:
     async def _drain(self) -> None:
         """Wait until every completed exchange has been interpreted."""
         while self._backlog or self._backlog_scheduled:
-            self._drained = asyncio.get_running_loop().create_future()
+            if self._drained is None or self._drained.done():  # one future, awaited by every drainer
+                self._drained = asyncio.get_running_loop().create_future()
             if not self._backlog_scheduled:
                 self._backlog_scheduled = True
                 asyncio.get_running_loop().call_soon(self._work_backlog)
-            await self._drained
-        self._drained = None
+            await asyncio.shield(self._drained)  # a cancelled drainer must not cancel the others
 
     def _finish(self, rec: RequestRecord, raw: RawExchange) -> None:
         # Off the byte path: the response is complete, parse it now.

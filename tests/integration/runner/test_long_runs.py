@@ -102,3 +102,18 @@ def test_live_histograms_merge_exactly_and_stay_within_their_bound(test_server, 
         for p in (50, 90, 99):
             exact = merged[f"p{p}_{key}_ms"] / 1e3
             assert getattr(live, name).percentile(p) == pytest.approx(exact, rel=bound, abs=1e-9), (name, p)
+
+
+def test_a_saturated_closed_loop_waits_for_its_backlog_of_answers(test_server, tokenizer_dir, tmp_path, monkeypatch):
+    # Answers are interpreted off the byte path, a slice per loop turn; a closed loop that sends as
+    # fast as answers arrive must not let them pile up (memory growing with the request count).
+    from infermeter.load.generator import LoadRunner
+
+    monkeypatch.setattr(LoadRunner, "BACKLOG_MAX", 8)
+    monkeypatch.setattr(LoadRunner, "FINISH_SLICE_S", 0.0)  # one answer per loop turn: the backlog builds up
+    server = test_server(ttft_ms=0, itl_ms=0)
+    report = execute_run(spec(server, tokenizer_dir, tmp_path, num_prompts=3000, request_rate=float("inf"),
+                              max_concurrency=64))
+    r = report.result
+    assert r["completed"] == 3000
+    assert r["infermeter"]["client"]["finish_backlog_max"] <= 8 + 64
