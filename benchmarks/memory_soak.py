@@ -142,6 +142,7 @@ def main() -> int:
     print(f"first request sent {first_s:.3f} s after the client process started; "
           f"prompts built before it {client.get('prompts_built_ahead')}, "
           f"sends that waited for a prompt {client.get('prompt_waits')} ({client.get('prompt_wait_s') or 0:.3f} s)")
+    print("startup phases (s): " + ", ".join(f"{k} {v}" for k, v in (result["infermeter"].get("startup") or {}).items()))
     print(f"RSS before the first record: {max((s[2] for s in samples if s[1] == 0), default=0) / 1024:.1f} MiB")
     for frac in (0.1, 0.5, 1.0):
         target = int(n * frac)
@@ -162,6 +163,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"num_prompts": n, "samples": samples, "wall_s": wall,
                                                "first_request_s": first_s, "client": client,
+                                               "startup": result["infermeter"].get("startup"),
                                                "request_throughput": result["request_throughput"],
                                                "duration": result["duration"]}))
     return 0

@@ -145,6 +145,7 @@ def summarise(result: dict, records: Path, started_epoch: float, samples, a) -> 
         "sent_rate": im["rates"]["sent_rate"], "target_rate": a.rate,
         "sent_rate_off_pct": round(100 * (im["rates"]["sent_rate"] / a.rate - 1), 3) if im["rates"]["sent_rate"] else None,
         "first_request_s": None if first_s is None else round(first_s, 3),
+        "startup": im.get("startup"),  # the client's own account of its phases (runner/startup.py)
         "prompt_wait_s": client.get("prompt_wait_s"),
         "schedule": sched, "rss": rss_report(samples, a.duration, first_s),
         "gc_pause_max_ms": client.get("gc_pause_max_ms"), "gc_collections": client.get("gc_collections"),

@@ -43,6 +43,8 @@ def analyse(plan: RunPlan, run: Driven, argv: list[str] | None) -> dict[str, Any
     result["infermeter"]["validity"] = assess(
         result, outcome.records, ValidityOptions(client_error_tolerance_pct=o.client_error_tolerance))
     result["infermeter"]["telemetry"] = run.telemetry
+    if run.startup is not None:  # where the time before the first request went (runner/startup.py)
+        result["infermeter"]["startup"] = run.startup.to_dict()
     if run.histograms is not None:  # approximate (rel_error) but exactly mergeable across workers and shards
         result["infermeter"]["histograms"] = run.histograms.to_dict()
     result["infermeter"]["efficiency"] = efficiency_for(result, spec)

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import math
 import signal
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from infermeter.load.schedule import LoadMode, LoadPlan, offered_rates
 from infermeter.load.sessions import SessionRunner
 from infermeter.runner.plan import RunPlan
 from infermeter.runner.probe import probe_target
+from infermeter.runner.startup import Startup
 from infermeter.runner.workload_run import every_prompt, shape_load
 from infermeter.secrets import api_key_from, redact_headers, redact_url, url_credentials
 from infermeter.storage.files import RecordWriter
@@ -55,11 +57,13 @@ class Driven:
     result_path: Path
     records_path: Path
     histograms: Any = None  # core/livestats.LatencySnapshot: the live histograms at the run's end
+    startup: Startup | None = None  # the phases before the first request (runner/startup.py)
 
 
 def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Tokenizer | None, *,
           progress: ProgressFactory | None, log: Callable[[str], None],
-          start_gate: Callable[[], Any] | None) -> Driven:
+          start_gate: Callable[[], Any] | None, startup: Startup | None = None) -> Driven:
+    startup = startup or Startup.begin()
     spec, kind = plan.spec, plan.protocol
     t, ld, c = spec.target, spec.load, spec.client
     backend = get_backend("llama.cpp") if engine is not None else plan.backend
@@ -71,7 +75,9 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
         headers.setdefault("Authorization", f"Bearer {key}")
     base_url, headers = url_credentials(base_url, headers)  # user:password@ -> a Basic header
     requested_model = t.served_model_name or t.model or (engine.model_id if engine else None)
+    t_probe = time.perf_counter()
     info = asyncio.run(probe_target(base_url, backend, kind, requested_model, headers))
+    startup.phase("probe", t_probe)
     model = requested_model or (info.served_models[0] if info.served_models else None)
     if model is None:
         raise FieldError("target.model", None, "{url} lists no model and {target.model} was not given",
@@ -79,7 +85,10 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     tokenizer_id = t.tokenizer or (str(engine.tokenizer_dir) if engine else (t.model or model))
     log(f"tokenizer: {tokenizer_id}")
     if tokenizer is None:
+        t_tok = time.perf_counter()
         tokenizer = load_tokenizer(tokenizer_id, trust_remote_code=t.trust_remote_code)
+        startup.phase("tokenizer", t_tok)
+    t_prompts = time.perf_counter()
     options = RequestOptions(model=model, stream=c.stream,
                              ignore_eos=c.ignore_eos and backend.ignore_eos and kind != "tgi",
                              temperature=c.temperature, top_p=c.top_p, top_k=c.top_k,
@@ -113,6 +122,7 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
                             check=functools.partial(_check_context, max_model_len=info.max_model_len))
     elif plan.shard is not None:
         prompts = [prompts[i] for i in order]
+    startup.prompts_ready(t_prompts)
     o = spec.output
     columns = record_columns(o.target_name or o.label or backend.name, o.cell_id)
     try:
@@ -135,6 +145,7 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
         writer.close()
         if isinstance(prompts, Feed):
             prompts.close()
+    startup.started(outcome.start_epoch)
     # What stop(outcome) would derive from the records, derived here by
     # walking them (stop would list them all: a long run's records are
     # kept compactly and rebuilt on access, so never all at once).
@@ -167,7 +178,8 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
     }
     return Driven(outcome=outcome, load=load, backend=backend, model=model, tokenizer=tokenizer,
                   tokenizer_id=tokenizer_id, target=target, telemetry=telemetry_summary, writer=writer,
-                  result_path=result_path, records_path=writer.path, histograms=counters.snapshot())
+                  result_path=result_path, records_path=writer.path, histograms=counters.snapshot(),
+                  startup=startup)
 
 
 async def _run_load(plan: RunPlan, base_url, headers, protocol, options, load, prompts, warm, writer, counters,

@@ -14,6 +14,7 @@ a failure mid-run loses no completed request.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,6 +26,7 @@ from infermeter.runner.analyse import analyse
 from infermeter.runner.drive import ProgressFactory, drive
 from infermeter.runner.limits import ensure_open_files
 from infermeter.runner.plan import RunPlan
+from infermeter.runner.startup import Startup
 from infermeter.runner.target import ExistingServer, open_target
 from infermeter.storage.files import write_json_atomic
 from infermeter.storage.names import check_result_place, storage_error
@@ -51,12 +53,18 @@ def run_single(plan: RunPlan, *, argv: list[str] | None = None,
                log: Callable[[str], None] = lambda msg: None,
                start_gate: Callable[[], Any] | None = None) -> RunReport:
     """One run in this process (``--workers 1``, or one worker's shard)."""
+    startup = Startup.begin()
+    t0 = time.perf_counter()
     tokenizer = prepare(plan, log)
+    if tokenizer is not None:
+        startup.phase("tokenizer", t0)
+    t_server = time.perf_counter()
     # GPU + /metrics sampling, off the hot path
     with (TelemetrySession.for_run(plan.spec.telemetry, embedded=plan.embedded, log=log) as telemetry,
           _target(plan, log, engine_progress) as (base_url, engine)):
+        startup.phase("server", t_server)
         driven = drive(plan, base_url, engine, telemetry, tokenizer, progress=progress, log=log,
-                       start_gate=start_gate)
+                       start_gate=start_gate, startup=startup)
     try:
         result = analyse(plan, driven, argv)
     finally:

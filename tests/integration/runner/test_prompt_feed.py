@@ -53,6 +53,9 @@ def test_a_streamed_run_sends_the_prompts_built_up_front(test_server, tokenizer_
     assert r["completed"] == 700
     client = r["infermeter"]["client"]
     assert 0 < client["prompts_built_ahead"] < 700
+    startup = r["infermeter"]["startup"]
+    assert all(startup[k] is not None for k in ("process_s", "tokenizer_s", "server_s", "probe_s", "prompts_s"))
+    assert startup["prompts_s"] < 5 and startup["first_request_s"] > startup["process_s"] + startup["prompts_s"]
     assert [x.input_len for x in sent(report)] == input_lens(tokenizer_dir, 700)
 
 
@@ -84,3 +87,31 @@ def test_a_prompt_past_the_context_stops_the_run_with_its_message(test_server, t
     r = report.result
     assert "exceeds the server's context of 39 tokens" in (r["infermeter"]["stopped_early"] or "")
     assert 16 <= r["completed"] <= 60 and r["failed"] == 0
+
+
+def test_ten_million_prompts_start_as_fast_as_ten_thousand(tokenizer_dir):
+    # The default head (HEAD_S) and the builder process's start: the first send does not wait for
+    # the request count.
+    import time
+
+    from infermeter.clients.protocols import make_protocol
+    from infermeter.core.protocol import RequestOptions
+    from infermeter.load.feed import ChildFeed, open_feed
+    from infermeter.workloads import prompt_builder
+
+    tok = load_tokenizer(str(tokenizer_dir))
+    protocol = make_protocol("openai-completions", "/v1/completions")
+    options = RequestOptions(model="test-model", ignore_eos=True)
+    took = {}
+    for n in (10_000, 10_000_000):
+        builder = prompt_builder(RandomSpec(input_len=64, output_len=8), tok, n, 0, False)
+        t = time.perf_counter()
+        feed = open_feed(builder, range(n), protocol, options)
+        took[n] = time.perf_counter() - t
+        try:
+            if n == 10_000_000:
+                assert isinstance(feed, ChildFeed) and feed.head < 1_000_000
+        finally:
+            feed.close()
+    limit = feed_mod.HEAD_S + feed_mod.READY_MAX_S + 0.5
+    assert took[10_000_000] < limit, took
