@@ -359,8 +359,8 @@ class BuilderProcess:
             payload = pickle.dumps({"builder": builder, "order": order, "protocol": protocol, "options": options,
                                     "check": check, "cycle": cycle, "nice": CHILD_NICE},
                                    protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            return None  # a builder that cannot travel (a transformers tokenizer, say): built here
+        except Exception:  # noqa: BLE001 - any object that cannot travel (pickle raises many kinds)
+            return None  # a builder that cannot be sent (a remote-code tokenizer, say): built here
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false")  # one core, niced: the client and server first
         proc = subprocess.Popen([sys.executable, "-m", "infermeter.load.feed_child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env, bufsize=0, close_fds=True)

@@ -114,7 +114,11 @@ def test_reading_pauses_ahead_of_the_sends_and_resumes(monkeypatch):
 
     async def go():
         await feed.start()
-        await asyncio.sleep(0.5)  # the child fills the pipe; the loop reads until it pauses
+        for _ in range(400):  # the builder fills the pipe; the loop reads until it pauses
+            if feed._paused:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # paused: nothing more is read
         held = len(feed._items)
         paused = feed._paused
         rest = [feed.take() or await feed.wait() for _ in range(20000)]
@@ -216,3 +220,11 @@ def test_several_sends_waiting_at_once_are_all_served(monkeypatch):
         assert sorted(got) == sorted(expect(i) for i in range(200))
     finally:
         feed.close()
+
+
+def test_a_builder_that_cannot_be_pickled_is_built_here():
+    builder = Builder()
+    builder.hook = lambda: None  # a lambda does not pickle
+    feed = open_feed(builder, range(3000), Protocol(), None, head_s=0.0)
+    assert isinstance(feed, ListFeed) and feed.count == 3000
+    assert asyncio.run(drain(feed, 3000)) == [expect(i) for i in range(3000)]
