@@ -60,6 +60,7 @@ _START = struct.Struct("<qq")  # the parent's go: first position, first chunk si
 F_SETPIPE_SZ = 1031
 # Building in this process while the builder process starts: at most this long past HEAD_S.
 READY_MAX_S = float(os.environ.get("INFERMETER_FEED_READY_MAX_S", "2.0"))
+READY_COVER_S = 3.0  # ... unless the prompts built already last this long at the run's rate
 
 Item = tuple[bytes, int, "int | None"]
 ContextCheck = Callable[[Sequence[Prompt]], None]
@@ -278,11 +279,14 @@ def _compact(body: bytes) -> bytes:
 
 
 def open_feed(builder: Any, order: Sequence[int], protocol: Protocol, options: RequestOptions, *,
-              check: ContextCheck | None = None, cycle: bool = False, head_s: float | None = None) -> Feed:
+              check: ContextCheck | None = None, cycle: bool = False, head_s: float | None = None,
+              rate: float | None = None) -> Feed:
     """A feed of ``builder``'s prompts at request numbers ``order`` (cycled when ``cycle``).
 
-    Builds in this process for up to ``head_s`` (``HEAD_S``) seconds, or until the builder
-    process started meanwhile is ready (at most ``READY_MAX_S``); that process builds the rest.
+    Builds in this process for ``head_s`` (``HEAD_S``) seconds, and on until the builder
+    process started meanwhile is ready (at most ``READY_MAX_S`` more) unless the prompts built
+    already last ``READY_COVER_S`` at ``rate`` (requests/s; None: as fast as they can go);
+    that process builds the rest.
     ``check(prompts)`` raises for prompts the server cannot take (its context); it, the builder,
     the protocol and the options are pickled to the builder process.
     """
@@ -311,7 +315,8 @@ def open_feed(builder: Any, order: Sequence[int], protocol: Protocol, options: R
                 if child is None:  # it cannot be sent to another process: build it all here
                     lazy = False
                     continue
-            if child is not None and spent >= head_s and (child.ready() or spent >= head_s + READY_MAX_S):
+            if child is not None and spent >= head_s and (
+                    child.ready() or spent >= head_s + READY_MAX_S or (rate and pos / rate >= READY_COVER_S)):
                 break
         if pos >= n:
             if child is not None:

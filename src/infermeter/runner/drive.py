@@ -118,7 +118,8 @@ def drive(plan: RunPlan, base_url: str, engine: Any, telemetry, tokenizer: Token
         warm = [warm[i] for i in plan.shard.indices(len(warm))]
     if builder.lazy:  # the first prompts now (a context too short for them stops here), the rest as sent
         timed_loop = load.mode is LoadMode.CONCURRENCY and bool(load.duration_s)
-        prompts = open_feed(builder, order, protocol, options, cycle=timed_loop,
+        rate = load.request_rate if load.mode is LoadMode.RATE and math.isfinite(load.request_rate or 0) else None
+        prompts = open_feed(builder, order, protocol, options, cycle=timed_loop, rate=rate and rate / getattr(order, "step", 1),
                             check=functools.partial(_check_context, max_model_len=info.max_model_len))
     elif plan.shard is not None:
         prompts = [prompts[i] for i in order]

@@ -228,3 +228,18 @@ def test_a_builder_that_cannot_be_pickled_is_built_here():
     feed = open_feed(builder, range(3000), Protocol(), None, head_s=0.0)
     assert isinstance(feed, ListFeed) and feed.count == 3000
     assert asyncio.run(drain(feed, 3000)) == [expect(i) for i in range(3000)]
+
+
+def test_a_head_that_lasts_long_enough_at_the_runs_rate_does_not_wait_for_the_builder(monkeypatch):
+    import time
+
+    monkeypatch.setattr(feed_mod, "READY_MAX_S", 30.0)
+    t = time.perf_counter()
+    feed = open_feed(Builder(), range(10_000_000), Protocol(), None, head_s=0.05, rate=10.0)
+    took = time.perf_counter() - t
+    try:
+        assert isinstance(feed, ChildFeed) and took < 0.5  # the builder process needs longer to start
+        assert feed.head / 10.0 >= feed_mod.READY_COVER_S  # what was built lasts that long at 10 req/s
+        assert asyncio.run(drain(feed, feed.head + 100)) == [expect(i) for i in range(feed.head + 100)]
+    finally:
+        feed.close()
