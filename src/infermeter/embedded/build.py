@@ -5,8 +5,9 @@ The llama.cpp sources come from the ``llama-cpp-python`` sdist (pinned by
 configuration (index, proxy, certificates) applies; only ``vendor/llama.cpp`` inside it
 is used, nothing of llama-cpp-python itself is built.  cmake configures it with
 ``CMAKE_FLAGS`` (no web-UI or OpenSSL download, static libraries, no tests or
-examples) and builds the single target ``llama-server`` (about 5 min on 2 cores, one
-~15 MB binary, tuned for this machine's CPU: ``GGML_NATIVE`` is llama.cpp's default).
+examples) and builds the single target ``llama-server`` (4.5-5.5 min on 2 cores, one
+~15 MB binary, tuned for this machine's CPU: ``GGML_NATIVE`` is llama.cpp's default), with
+the optimisation levels of :mod:`infermeter.embedded.opt_levels`.
 
 The result lives in ``<cache_root>/engine/llama.cpp-<version>/llama-server`` with a
 ``build.json`` stamp; it is rebuilt only when the pinned version or the flags change.
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from infermeter.embedded.opt_levels import opt_levels_cmake, plan
 from infermeter.embedded.paths import cache_root, ensure_dir, file_lock, replace_dir
 from infermeter.errors import EngineError
 
@@ -44,32 +46,6 @@ CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_BUILD_EXAMPLES=OFF",
 )
 BUILD_TARGET = "llama-server"
-# Targets whose speed does not set the engine's: argument parsing, chat templates and JSON
-# schemas (common), the multimodal library a text model never calls (mtmd), the HTTP
-# library (socket-bound).  At -O1 they compile in about half the time; the inference
-# kernels (ggml, ggml-cpu), the model (llama) and the server's own code stay -O3
-# (BENCHMARKS.md "Building the engine": build time and engine speed before and after).
-LIGHT_TARGETS: tuple[str, ...] = ("llama-common", "mtmd", "cpp-httplib")
-LIGHT_OPT = "-O1"
-# cmake includes this after every project(); it defers to the end of the top-level
-# CMakeLists, where every target exists, and adds LIGHT_OPT after the Release -O3.
-_LIGHT_CMAKE = """\
-function(_infermeter_light_targets)
-  get_property(done GLOBAL PROPERTY _INFERMETER_LIGHT_DONE)
-  if(done)
-    return()
-  endif()
-  set_property(GLOBAL PROPERTY _INFERMETER_LIGHT_DONE TRUE)
-  foreach(t {targets})
-    if(TARGET ${{t}})
-      target_compile_options(${{t}} PRIVATE {opt})
-    endif()
-  endforeach()
-endfunction()
-if(CMAKE_CURRENT_SOURCE_DIR STREQUAL CMAKE_SOURCE_DIR)
-  cmake_language(DEFER DIRECTORY "${{CMAKE_SOURCE_DIR}}" CALL _infermeter_light_targets)
-endif()
-"""
 ENV_OVERRIDE = "INFERMETER_LLAMA_SERVER"
 
 Progress = Callable[[str, "int | None", "int | None"], None]
@@ -168,12 +144,7 @@ def _override_binary(value: str) -> Path:
 
 def _stamp() -> dict:
     return {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "cmake_flags": list(CMAKE_FLAGS),
-            "target": BUILD_TARGET, "light_targets": {"targets": list(LIGHT_TARGETS), "opt": LIGHT_OPT}}
-
-
-def light_targets_cmake() -> str:
-    """The cmake project include that compiles ``LIGHT_TARGETS`` with ``LIGHT_OPT``."""
-    return _LIGHT_CMAKE.format(targets=" ".join(LIGHT_TARGETS), opt=LIGHT_OPT)
+            "target": BUILD_TARGET, "opt_levels": plan()}
 
 
 def _is_current(binary: Path) -> bool:
@@ -231,7 +202,7 @@ class _StepFailed(Exception):
 
 def _error_line(lines: list[str]) -> str:
     """The most telling line of a failed command's output tail."""
-    for pattern in (r"No CMAKE_CXX?_COMPILER could be found", r"\berror\b", r"ERROR", r"fatal"):
+    for pattern in (r"No CMAKE_CXX?_COMPILER could be found", r"infermeter: ", r"\berror\b", r"ERROR", r"fatal"):
         for line in reversed(lines):
             if re.search(pattern, line, re.IGNORECASE if pattern.islower() else 0):
                 return line.strip()[:300]
@@ -277,10 +248,10 @@ def _build(root: Path, report: Progress) -> None:
                 # llama.cpp stamps `git rev-parse HEAD` of the source folder into --version; an
                 # sdist has no .git, so stop git from finding an unrelated repo around the cache
                 env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(work)}
-                light = work / "infermeter-light-targets.cmake"
-                light.write_text(light_targets_cmake(), encoding="utf-8")
+                levels = work / "infermeter-opt-levels.cmake"
+                levels.write_text(opt_levels_cmake(), encoding="utf-8")
                 step.run("configure", ["cmake", "-S", str(src), "-B", str(build_dir), *generator, *CMAKE_FLAGS,
-                                       f"-DCMAKE_PROJECT_INCLUDE={light}"], env=env)
+                                       f"-DCMAKE_PROJECT_INCLUDE={levels}"], env=env)
                 jobs = str(os.cpu_count() or 1)
                 step.run("compile", ["cmake", "--build", str(build_dir), "--target", BUILD_TARGET, "-j", jobs])
             except _StepFailed as exc:

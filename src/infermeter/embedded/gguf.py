@@ -16,6 +16,8 @@ from infermeter.errors import EngineError
 
 from infermeter.embedded.tokenizer import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, Progress, no_progress
 
+ARCHITECTURE = "llama"  # general.architecture of every generated model
+
 
 @dataclass(frozen=True)
 class GeneratedModelSpec:
@@ -134,7 +136,7 @@ def write_gguf(spec: GeneratedModelSpec, tokenizer_dir: Path, path: Path,
     plan = _tensor_plan(spec, len(tokens))
     head_dim = spec.n_embd // spec.n_head
 
-    writer = gguf.GGUFWriter(path, "llama")
+    writer = gguf.GGUFWriter(path, ARCHITECTURE)
     writer.add_name(spec.model_id)
     writer.add_description(f"infermeter generated model {spec.name!r}: {spec.description}; random weights")
     writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q4_0 if spec.weight_type == "q4_0"

