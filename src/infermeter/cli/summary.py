@@ -108,7 +108,12 @@ def efficiency_lines(eff: dict | None, lines: list[str]) -> None:
     keys = ("output_throughput_per_gpu", "energy_per_output_token_j", "usd_per_million_output_tokens")
     if all(eff.get(k) is None for k in keys):  # nothing to show (e.g. a CPU machine, no price): one line
         lines.append(f"{'Per GPU, energy, cost':<{LABEL}} n/a")
-        why = "; ".join(dict.fromkeys(_short(reasons.get(g) or "not measured") for g in ("per_gpu", "energy", "cost")))
+        parts: list[str] = []
+        for group in ("per_gpu", "energy", "cost"):
+            part = _short(reasons.get(group) or "not measured")
+            if not any(part in earlier for earlier in parts):  # "no GPU telemetry" said once
+                parts.append(part)
+        why = "; ".join(parts)
         lines.extend(textwrap.wrap(f"({safe_text(why)})", 78, initial_indent="  ", subsequent_indent="   "))
         return
 

@@ -19,6 +19,7 @@ def test_energy_and_cost_with_nothing_measured_is_one_short_row():
     assert lines[1].split()[-1] == "n/a" and lines[1].startswith("Per GPU, energy, cost")
     text = " ".join(x.strip() for x in lines[2:])
     assert "no GPU telemetry" in text and "nvml" not in text and "--gpu-price" in text
+    assert text.count("no GPU telemetry") == 1  # the per-GPU reason already says it
     assert max(len(x) for x in lines) <= 80 and len(lines) <= 6
 
 
