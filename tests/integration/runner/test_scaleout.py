@@ -70,7 +70,10 @@ def test_three_nodes_meet_run_from_one_instant_and_merge_exactly(test_server, to
     assert sorted(r.index for r in recs) == list(range(45))
     again = compute(recs, run_duration(recs), [50, 90, 99], None)
     for key in ("median_ttft_ms", "p99_ttft_ms", "p90_itl_ms", "median_e2el_ms", "mean_tpot_ms"):
-        assert m[key] == pytest.approx(again[key], rel=1e-9), key
+        if again[key] is None:  # p99 of 45 samples: unsupported, null in both (pytest >= 9.2 rejects approx(None))
+            assert m[key] is None, key
+        else:
+            assert m[key] == pytest.approx(again[key], rel=1e-9), key
     # and the same schedule run by one process gives the same requests at the same offsets
     whole = execute_run(RunSpec.from_flat(dict(
         backend="vllm", base_url=server.base_url, model="test-model", tokenizer=str(tokenizer_dir),
