@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -243,3 +245,17 @@ def test_a_head_that_lasts_long_enough_at_the_runs_rate_does_not_wait_for_the_bu
         assert asyncio.run(drain(feed, feed.head + 100)) == [expect(i) for i in range(feed.head + 100)]
     finally:
         feed.close()
+
+
+@pytest.mark.parametrize(("value", "head"), [("abc", "0.3"), ("-1", "0.3"), ("nan", "0.3"), ("inf", "inf"), ("0", "0.0")])
+def test_a_bad_tuning_knob_is_said_in_one_line_and_ignored(value: str, head: str) -> None:
+    env = {**os.environ, "INFERMETER_FEED_HEAD_S": value}
+    proc = subprocess.run([sys.executable, "-c", "import infermeter.load.feed as f; print(f.HEAD_S)"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == head
+    if head == "0.3":
+        assert proc.stderr.strip().splitlines() == [
+            f"infermeter: INFERMETER_FEED_HEAD_S={value!r} is not a number >= 0; using 0.3 "
+            "(unset it, or give a number such as 0.3)"]
+    else:
+        assert proc.stderr.strip() == ""
