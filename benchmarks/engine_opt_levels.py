@@ -139,6 +139,10 @@ def main() -> int:
     ap.add_argument("--bench-pairs", type=int, default=80)
     ap.add_argument("--http-pairs", type=int, default=10)
     args = ap.parse_args()
+    if args.bench_pairs < 0 or 0 < args.bench_pairs < 4:
+        ap.error("--bench-pairs: 0 (skip) or at least 4 (its noise floor runs half as many pairs)")
+    if args.http_pairs < 0:
+        ap.error("--http-pairs: 0 (skip) or more")
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     src = sources(workdir)

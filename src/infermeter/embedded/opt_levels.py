@@ -17,6 +17,7 @@ request path stays ``HOT_OPT``:
   Gemma 3).  A GGUF of another architecture run on this binary (the llama.cpp launch
   profile with a model path) builds its per-step graph in -O1 code; that cost is not
   measured.
+
 ggml (the kernels), the server and the model library's decode, graph, batch, cache,
 sampler and tokenizer code stay ``HOT_OPT``.  The server's router mode, built-in tools and
 MCP client (``server-models.cpp``, ``server-tools.cpp``, ``server-mcp.cpp``) run only when
@@ -59,10 +60,13 @@ if(CMAKE_VERSION VERSION_LESS 3.19)
   message(STATUS "infermeter: cmake ${CMAKE_VERSION} < 3.19, so everything is compiled at the release level")
   return()
 endif()
-function(_infermeter_sources target out)
+function(_infermeter_target target)
   if(NOT TARGET ${target})
     message(FATAL_ERROR "infermeter: llama.cpp has no target ${target}; update infermeter's opt_levels.py")
   endif()
+endfunction()
+function(_infermeter_sources target out)
+  _infermeter_target(${target})
   get_target_property(srcs ${target} SOURCES)
   get_target_property(dir ${target} SOURCE_DIR)
   set(abs_list "")
@@ -90,7 +94,7 @@ function(_infermeter_opt_levels)
   endif()
   set_property(GLOBAL PROPERTY _INFERMETER_OPT_DONE TRUE)
   foreach(t @LIGHT_TARGETS@)
-    _infermeter_sources(${t} unused)
+    _infermeter_target(${t})
     target_compile_options(${t} PRIVATE @LIGHT@)
   endforeach()
   set(cold @COLD_LLAMA@)

@@ -41,33 +41,17 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from infermeter.core.knobs import env_number
 from infermeter.core.prompt import Prompt
 from infermeter.core.protocol import Protocol, RequestOptions
 
-
-def _env_number(name: str, default: float, kind: type = float) -> Any:
-    """A tuning knob from the environment; a value that is not a number >= 0 is ignored, said in one line."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return kind(default)
-    try:
-        value = kind(raw)
-        if not value >= 0:  # negative or NaN
-            raise ValueError
-        return value
-    except ValueError:
-        sys.stderr.write(f"infermeter: {name}={raw!r} is not a number >= 0; using {default:g} "
-                         f"(unset it, or give a number such as {default:g})\n")
-        return kind(default)
-
-
 # Building in this process before the first send (INFERMETER_FEED_HEAD_S=inf: every prompt, up front).
-HEAD_S = _env_number("INFERMETER_FEED_HEAD_S", 0.3)
+HEAD_S = env_number("INFERMETER_FEED_HEAD_S", 0.3)
 STALL_S = 30.0  # a builder that sends nothing this long while a send waits has failed
 CHUNK_MIN, CHUNK_MAX = 16, 1024  # prompts per chunk; a chunk aims at CHUNK_S of building
 CHUNK_S = 0.05
 AHEAD_MAX = 8192  # items read ahead of the sends (reading pauses beyond, resumes at half)
-CHILD_NICE = _env_number("INFERMETER_FEED_NICE", 10, int)
+CHILD_NICE = env_number("INFERMETER_FEED_NICE", 10, int)
 PIPE_BYTES = 1 << 20
 
 # The stream's frames: input_len (-1: an error message follows, -2: ready), output_len (-1: none), body length.
@@ -76,7 +60,7 @@ _READY = -2
 _START = struct.Struct("<qq")  # the parent's go: first position, first chunk size
 F_SETPIPE_SZ = 1031
 # Building in this process while the builder process starts: at most this long past HEAD_S.
-READY_MAX_S = _env_number("INFERMETER_FEED_READY_MAX_S", 2.0)
+READY_MAX_S = env_number("INFERMETER_FEED_READY_MAX_S", 2.0)
 READY_COVER_S = 3.0  # ... unless the prompts built already last this long at the run's rate
 
 Item = tuple[bytes, int, "int | None"]

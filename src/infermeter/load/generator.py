@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import os
 import time
 from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
 from infermeter.core.exchange import ErrorClass, RawExchange
+from infermeter.core.knobs import env_number
 from infermeter.core.outcome import Counters, RunOutcome, StopPolicy
 from infermeter.core.prompt import Prompt
 from infermeter.core.protocol import Protocol, RequestOptions
@@ -484,7 +484,7 @@ class LoadRunner:
                           duration=duration, client=client, stopped_early=self._stop_reason)
 
 
-GC_YOUNG_THRESHOLD = int(os.environ.get("INFERMETER_GC_THRESHOLD", "50000"))
+GC_YOUNG_THRESHOLD = env_number("INFERMETER_GC_THRESHOLD", 50000, int)
 
 
 def _compact_rates(rates: Sequence[float]) -> float | np.ndarray:
